@@ -1,0 +1,111 @@
+"""`faceqc bench`: pipeline throughput against a plain single-process loop over the same stage
+code, and the pipeline's peak memory (PSS of the driver and every Ray process it started)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import threading
+import time
+
+import numpy as np
+from PIL import Image
+
+from . import samples
+
+
+def generate(folder: str, n: int, size: int, seed: int = 0) -> str:
+    """n JPEGs of size x size px: packaged faces, randomly cropped, scaled, degraded."""
+    marker = os.path.join(folder, f".complete-{n}-{size}")
+    if os.path.exists(marker):
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    rng = np.random.default_rng(seed)
+    bases = list(samples.test_faces().values()) + [samples.tom_hanks()]
+    fams = list(samples.FAMILIES)
+    for i in range(n):
+        img = bases[i % len(bases)]
+        h, w = img.shape[:2]
+        s = int(min(h, w) * rng.uniform(0.75, 1.0))
+        y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
+        crop = np.ascontiguousarray(img[y:y + s, x:x + s])
+        crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR))
+        if rng.random() < 0.5:
+            fam = fams[rng.integers(len(fams))]
+            crop = samples.degrade(crop, fam, samples.FAMILIES[fam][1][int(rng.integers(1, 4))])
+        sub = os.path.join(folder, f"{i // 1000:04d}")
+        os.makedirs(sub, exist_ok=True)
+        Image.fromarray(crop).save(os.path.join(sub, f"img{i:07d}.jpg"), quality=90)
+    open(marker, "w").close()
+    return folder
+
+
+class PeakMemory:
+    """Samples the summed PSS of this process and all its descendants."""
+
+    def __init__(self, interval: float = 0.5):
+        import psutil
+
+        self.psutil, self.interval, self.peak, self._stop = psutil, interval, 0, threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> int:
+        me = self.psutil.Process()
+        total = 0
+        for p in [me] + me.children(recursive=True):
+            try:
+                total += p.memory_full_info().pss
+            except (self.psutil.Error, AttributeError):
+                try:
+                    total += p.memory_info().rss
+                except self.psutil.Error:
+                    pass
+        return total
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join()
+
+
+def bench(cfg, n: int, size: int, workdir: str, loop: bool = True, loop_n: int | None = None) -> dict:
+    from .local import LocalPipeline
+    from .runner import run
+    from .stages.listing import expand_inputs
+
+    t = time.time()
+    data = generate(os.path.join(workdir, f"images-{n}-{size}"), n, size)
+    print(f"data: {n} images of {size}x{size} px in {data} ({time.time() - t:.1f} s to prepare)")
+    res = {"n": n, "size": size, "cpus": os.cpu_count(), "profile": cfg.profile}
+    out = os.path.join(workdir, f"out-{n}-{size}")
+    with PeakMemory() as mem:
+        summary = run([data], out, cfg, overwrite=True, progress=False)
+    res["pipeline_images_per_s"] = summary["images_per_second"]
+    res["pipeline_seconds"] = summary["seconds"]["pipeline"]
+    res["pipeline_peak_pss_mb"] = round(mem.peak / 2**20, 1)
+    print(f"pipeline: {summary['rows']} rows, {res['pipeline_images_per_s']:.2f} images/s "
+          f"({res['pipeline_seconds']:.1f} s), peak memory (PSS, all processes) {res['pipeline_peak_pss_mb']:.0f} MB")
+    if loop:
+        m = min(n, loop_n or 2000)
+        entries = expand_inputs([data])[:m]
+        lp = LocalPipeline(cfg)
+        t = time.time()
+        lp.score_entries(entries, batch_size=cfg.detect.resources.batch_size)
+        dt = time.time() - t
+        res["loop_images_per_s"] = round(m / dt, 3)
+        res["loop_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        res["speedup"] = round(res["pipeline_images_per_s"] / res["loop_images_per_s"], 3)
+        print(f"loop    : {m} images, {res['loop_images_per_s']:.2f} images/s ({dt:.1f} s)")
+        print(f"speedup : pipeline / loop = {res['speedup']:.2f}x on {os.cpu_count()} CPUs")
+    print("BENCH " + " ".join(f"{k}={v}" for k, v in res.items()))
+    return res

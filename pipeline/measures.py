@@ -1,0 +1,109 @@
+"""No-reference image measures used by the classical IQA backend.
+
+Every function takes pixels and returns raw numbers; mapping them to 0–100 is fusion's job.
+They are grounded in image statistics rather than fitted to one degradation operator:
+
+- noise: Immerkær's fast noise estimate (1996), robust low percentile over patches;
+- compression: 8x8 blockiness, offset-agnostic, on un-resampled pixels;
+- sharpness: fine-band energy of the noise-suppressed face over its coarse-scale contrast;
+- exposure: clipped-pixel fractions, mean luminance, dynamic range of the face region.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    if rgb.ndim == 2:
+        return rgb.astype(np.float32)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def immerkaer_sigma(gray: np.ndarray) -> float:
+    """Noise standard deviation (grey levels) of a whole patch, Immerkær's estimate."""
+    h, w = gray.shape
+    if h < 3 or w < 3:
+        return float("nan")
+    conv = cv2.filter2D(gray, -1, _IMMERKAER, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1]
+    return float(math.sqrt(math.pi / 2) * np.abs(conv).sum() / (6.0 * (w - 2) * (h - 2)))
+
+
+def noise_level(gray: np.ndarray, block: int = 16, percentile: float = 10.0) -> float:
+    """Robust noise sigma: a low percentile of per-block estimates, so that edges and texture
+    (which inflate the estimate) do not count as noise."""
+    h, w = gray.shape
+    if h < block or w < block:
+        return immerkaer_sigma(gray)
+    conv = np.abs(cv2.filter2D(gray, -1, _IMMERKAER, borderType=cv2.BORDER_REFLECT))
+    hb, wb = h // block, w // block
+    blocks = conv[: hb * block, : wb * block].reshape(hb, block, wb, block).mean(axis=(1, 3))
+    sig = math.sqrt(math.pi / 2) / 6.0 * blocks
+    return float(np.percentile(sig, percentile))
+
+
+def blockiness(gray: np.ndarray) -> float:
+    """JPEG-style 8x8 blockiness: mean absolute neighbour difference on the strongest of the
+    8 column (and row) phases, over the median phase.  ~1.0 for natural pixels; a compressed
+    image's block boundaries lift one phase.  Offset-agnostic, so the grid may start anywhere
+    (EXIF rotation, crops); resampling destroys the grid, so give it un-resampled pixels."""
+    h, w = gray.shape
+    if h < 32 or w < 32:
+        return float("nan")
+    vals = []
+    for d in (np.abs(np.diff(gray, axis=1)).mean(axis=0), np.abs(np.diff(gray, axis=0)).mean(axis=1)):
+        n = (len(d) // 8) * 8
+        phases = d[:n].reshape(-1, 8).mean(axis=0)
+        med = float(np.median(phases))
+        vals.append(float(phases.max()) / max(med, 0.5))
+    return float(np.mean(vals))
+
+
+def face_mask(size: int, margin: float) -> np.ndarray:
+    """Boolean mask of the inner face (brows to chin) in an aligned crop (see
+    geometry.scaled_template); the 112 frame's inner face is x 26..86, y 36..104."""
+    k = size / 112.0 / margin
+    x0, x1 = (26 - 56) * k + size / 2, (86 - 56) * k + size / 2
+    y0, y1 = (36 - 56) * k + size / 2, (104 - 56) * k + size / 2
+    yy, xx = np.mgrid[0:size, 0:size]
+    cx, cy, ax, ay = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    return ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1.0
+
+
+def sharpness(gray: np.ndarray, mask: np.ndarray, noise_sigma: float) -> float:
+    """Fine-band energy of the face over its coarse-scale contrast.
+
+    fine = mean |g - G_1(g)| (detail at 1-2 px), structure = std of G_2(g) (the face's shading
+    and features), both over the face mask.  Exposure and contrast changes scale both alike;
+    blur removes fine detail first.  Noise adds fine-band energy that is not detail, so it is
+    suppressed first with non-local means of strength proportional to the measured noise."""
+    g = gray
+    if noise_sigma > 1.0:
+        g8 = np.clip(gray, 0, 255).astype(np.uint8)
+        g = cv2.fastNlMeansDenoising(g8, None, h=float(1.3 * noise_sigma), templateWindowSize=5,
+                                     searchWindowSize=11).astype(np.float32)
+    b1 = cv2.GaussianBlur(g, (0, 0), 1.0)
+    b2 = cv2.GaussianBlur(g, (0, 0), 2.0)
+    fine = np.abs(g - b1)[mask].mean()
+    structure = b2[mask].std()
+    return float(fine / max(structure, 2.0))
+
+
+def exposure(rgb: np.ndarray, mask: np.ndarray) -> dict:
+    """Luminance statistics of the face region (0..1 scale, fractions of pixels)."""
+    y = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[mask].astype(np.float32)
+    if y.size == 0:
+        return {"dark_clip": float("nan"), "bright_clip": float("nan"), "brightness": float("nan"),
+                "contrast": float("nan")}
+    p5, p95 = np.percentile(y, [5, 95])
+    return {
+        "dark_clip": float((y <= 12).mean()),
+        "bright_clip": float((y >= 243).mean()),
+        "brightness": float(y.mean() / 255.0),
+        "contrast": float((p95 - p5) / 255.0),
+    }

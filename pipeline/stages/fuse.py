@@ -1,0 +1,174 @@
+"""Stage 6 — fuse: components to 0–100, one quality score, a verdict and its reasons.
+
+Each component has a flat-topped penalty (see :class:`pipeline.config.Curve`): zero over the
+range untouched photos occupy, growing beyond it.  Head pose uses OFIQ's mapping
+100·max(0, cos θ)² for yaw, pitch and roll.  A component's score is 100·exp(−penalty) and
+
+    quality = 100 · exp(−Σ penalties) = 100 · Π (component score / 100)
+
+so the quality is explained exactly by its components: a face scoring 50 on sharpness and 100
+on everything else has quality 50.  A component that "improves" under some other degradation
+cannot lift the score above 100 on that component, which keeps fusion robust.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+
+from ..config import Config, Curve
+from ..schema import COMPONENTS, FACE_IQA_KEYS, FIQA_KEYS, IMAGE_IQA_KEYS
+from .base import Batch, Stage, primary_index
+
+HUBER_A = 0.2  # quadratic over the first fifth of start..full, linear after
+
+
+def curve_penalty(curve: Curve, x: float) -> float:
+    """Flat-topped, smooth penalty, normalised so that penalty(full) == weight."""
+    if x is None or not math.isfinite(x):
+        return 0.0
+    if curve.direction == "high":
+        t = (x - curve.start) / (curve.full - curve.start)
+    else:
+        t = (curve.start - x) / (curve.start - curve.full)
+    if t <= 0:
+        return 0.0
+    h = t * t / (2 * HUBER_A) if t <= HUBER_A else t - HUBER_A / 2
+    return curve.weight * h / (1 - HUBER_A / 2)
+
+
+def pose_penalty(angle_deg: float, weight: float) -> float:
+    """OFIQ head-pose mapping 100·max(0, cos θ)², as a penalty (weight 1 = OFIQ exactly)."""
+    if angle_deg is None or not math.isfinite(angle_deg):
+        return 0.0
+    c = max(math.cos(math.radians(angle_deg)), 1e-3)
+    return -weight * 2.0 * math.log(c)
+
+
+def face_raw(iqa: np.ndarray, fiqa: np.ndarray, inter_eye: float) -> dict:
+    """The raw value each curve reads."""
+    q = dict(zip(FACE_IQA_KEYS, (float(v) for v in iqa)))
+    f = dict(zip(FIQA_KEYS, (float(v) for v in fiqa)))
+    return {
+        "resolution": float(inter_eye),
+        "sharpness": q["sharpness"],
+        "noise": q["noise"],
+        "compression": q["blockiness"],
+        "underexposure": q["dark_clip"],
+        "overexposure": q["bright_clip"],
+        "brightness_low": q["brightness"],
+        "brightness_high": q["brightness"],
+        "contrast": q["contrast"],
+        "recognisability": f["stability"],
+    }
+
+
+def score_face(cfg: Config, iqa, fiqa, inter_eye: float, pose) -> tuple[dict, dict, float]:
+    """(raw values, component scores 0-100 (None where not measured), quality 0-100)."""
+    fc = cfg.fuse
+    raw = face_raw(iqa, fiqa, inter_eye)
+    penalties = {}
+    for name, curve in fc.curves.items():
+        penalties[name] = None if not math.isfinite(raw[name]) else curve_penalty(curve, raw[name])
+    for name, angle in zip(("yaw", "pitch", "roll"), pose):
+        raw[name] = float(angle)
+        weight = fc.pose_weights.get(name, 1.0)
+        # a weight of 0 means "not judged": no score rather than a misleading 100
+        penalties[name] = None if not math.isfinite(angle) or weight == 0 else pose_penalty(angle, weight)
+    total = sum(p for p in penalties.values() if p is not None)
+    scores = {k: (None if p is None else 100.0 * math.exp(-p)) for k, p in penalties.items()}
+    return raw, scores, 100.0 * math.exp(-total)
+
+
+def reasons_for(cfg: Config, scores: dict) -> list:
+    fc = cfg.fuse
+    low = [(s, k) for k, s in scores.items() if s is not None and s < fc.reason_below]
+    out = []
+    for _, k in sorted(low):
+        out.append(fc.curves[k].reason if k in fc.curves else f"pose_{k}")
+    return out
+
+
+def verdict_for(cfg: Config, quality: float) -> str:
+    if quality >= cfg.fuse.accept:
+        return "accept"
+    if quality >= cfg.fuse.review:
+        return "review"
+    return "reject"
+
+
+def _f(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def fuse_row(cfg: Config, row: dict) -> dict:
+    """The output record of one image from its intermediate columns."""
+    out = {
+        "uri": row["uri"], "size": int(row["size"]), "mtime": _f(row["mtime"]),
+        "status": row["status"], "error": row["error"] or None,
+        "width": int(row.get("width", 0)) or None, "height": int(row.get("height", 0)) or None,
+        "num_faces": None, "primary_face": None, "quality": None, "verdict": "reject",
+        "reasons": [], "image_iqa": None, "faces": [],
+    }
+    if row["status"] != "ok":
+        out["reasons"] = [row["status"]]
+        return out
+    out["image_iqa"] = {k: _f(v) for k, v in zip(IMAGE_IQA_KEYS, row["image_iqa"])}
+    n = int(row["num_faces"])
+    out["num_faces"] = n
+    if n == 0:
+        out["status"], out["reasons"] = "no_face", ["no_face"]
+        return out
+    faces, face_scores = [], []
+    for j in range(n):
+        pose = [float(v) for v in row["face_pose"][j]]
+        raw, scores, quality = score_face(cfg, row["face_iqa"][j], row["face_fiqa"][j],
+                                          float(row["face_inter_eye"][j]), pose)
+        face_scores.append(scores)
+        faces.append({
+            "bbox": [float(v) for v in row["face_bbox"][j]],
+            "det_score": float(row["face_det_score"][j]),
+            "landmarks": [[float(x), float(y)] for x, y in row["face_landmarks"][j]],
+            "inter_eye_px": float(row["face_inter_eye"][j]),
+            "yaw": _f(pose[0]), "pitch": _f(pose[1]), "roll": _f(pose[2]),
+            "iqa": {k: _f(v) for k, v in zip(FACE_IQA_KEYS, row["face_iqa"][j])},
+            "fiqa": {k: _f(v) for k, v in zip(FIQA_KEYS, row["face_fiqa"][j])},
+            "components": {k: scores.get(k) for k in COMPONENTS},
+            "quality": quality,
+        })
+    bboxes = np.asarray(row["face_bbox"], np.float64).reshape(n, 4)
+    p = primary_index(bboxes, np.asarray(row["face_det_score"], np.float64))
+    out["faces"], out["primary_face"] = faces, p
+    out["quality"] = faces[p]["quality"]
+    out["verdict"] = verdict_for(cfg, out["quality"])
+    reasons = reasons_for(cfg, face_scores[p])
+    areas = (bboxes[:, 2] - bboxes[:, 0]) * (bboxes[:, 3] - bboxes[:, 1])
+    if n > 1 and np.sum(areas >= cfg.fuse.multiple_faces_ratio * areas[p]) > 1:
+        reasons.append("multiple_faces")
+    out["reasons"] = reasons
+    return out
+
+
+class FuseStage(Stage):
+    name = "fuse"
+
+    def __init__(self, cfg: Config, schema: pa.Schema | None = None):
+        super().__init__(cfg)
+        from ..schema import BASE_SCHEMA
+
+        self.schema = schema or BASE_SCHEMA
+
+    def process(self, batch: Batch) -> pa.Table:
+        n = len(batch["uri"])
+        records = []
+        for i in range(n):
+            row = {k: v[i] for k, v in batch.items()}
+            try:
+                records.append(fuse_row(self.cfg, row))
+            except Exception as e:  # noqa: BLE001 - the row survives with an error status
+                records.append(fuse_row(self.cfg, {**row, "status": "fuse_error",
+                                                   "error": f"fuse: {type(e).__name__}: {e}"}))
+        return pa.Table.from_pylist(records, schema=self.schema)
