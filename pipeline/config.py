@@ -60,10 +60,9 @@ class Resources:
 
 @dataclass
 class InputConfig:
-    # file name suffixes (lower case) treated as images when walking directories and prefixes
-    extensions: Tuple[str, ...] = (
-        ".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif",
-    )
+    # when set, directory and prefix walks keep only files with these suffixes (e.g. [".jpg",
+    # ".png"]); empty = every file gets a row, so that nothing is silently skipped
+    extensions: Tuple[str, ...] = ()
     # fsspec storage options (endpoint, anon, ...); never written to outputs or logs
     storage_options: dict = field(default_factory=dict)
 
@@ -128,11 +127,11 @@ def _default_curves() -> dict:
         # resolution: inter-eye distance in source pixels
         "resolution": Curve("low", start=48.0, full=12.0, weight=2.3, reason="low_resolution"),
         # sharpness: fine/mid band energy ratio of the denoised aligned face
-        "sharpness": Curve("low", start=0.065, full=0.02, weight=2.3, reason="blurry"),  # TUNE
+        "sharpness": Curve("low", start=0.045, full=0.008, weight=2.3, reason="blurry"),
         # noise: robust noise sigma (grey levels) of the un-resampled face pixels
         "noise": Curve("high", start=4.0, full=20.0, weight=2.3, reason="noisy"),
         # compression: 8x8 blockiness of the un-resampled face pixels (1.0 = none)
-        "compression": Curve("high", start=1.5, full=3.0, weight=2.3, reason="compression_artifacts"),
+        "compression": Curve("high", start=1.35, full=3.0, weight=2.3, reason="compression_artifacts"),
         # exposure: fractions of clipped face pixels, mean face luminance (0..1)
         "underexposure": Curve("high", start=0.05, full=0.5, weight=2.3, reason="underexposed"),
         "overexposure": Curve("high", start=0.05, full=0.5, weight=2.3, reason="overexposed"),
@@ -140,7 +139,7 @@ def _default_curves() -> dict:
         "brightness_high": Curve("high", start=0.80, full=0.97, weight=1.2, reason="bright"),
         "contrast": Curve("low", start=0.25, full=0.05, weight=1.5, reason="low_contrast"),
         # face quality (recognisability): embedding stability, 1 = perfectly stable
-        "recognisability": Curve("low", start=0.93, full=0.6, weight=1.0, reason="low_recognisability"),
+        "recognisability": Curve("low", start=0.975, full=0.94, weight=0.5, reason="low_recognisability"),
     }
 
 

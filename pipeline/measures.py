@@ -75,23 +75,36 @@ def face_mask(size: int, margin: float) -> np.ndarray:
     return ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1.0
 
 
+def _white_noise_highpass_gain() -> float:
+    """E|x - G_1(x)| per unit sigma of white Gaussian noise x."""
+    d = np.zeros((41, 41), np.float32)
+    d[20, 20] = 1.0
+    hp = d - cv2.GaussianBlur(d, (0, 0), 1.0)
+    return float(np.sqrt((hp ** 2).sum()) * math.sqrt(2 / math.pi))
+
+
+_HP_GAIN = _white_noise_highpass_gain()
+
+
 def sharpness(gray: np.ndarray, mask: np.ndarray, noise_sigma: float) -> float:
-    """Fine-band energy of the face over its coarse-scale contrast.
+    """Fine-band energy of the face, net of noise, over its coarse-scale contrast.
 
     fine = mean |g - G_1(g)| (detail at 1-2 px), structure = std of G_2(g) (the face's shading
     and features), both over the face mask.  Exposure and contrast changes scale both alike;
-    blur removes fine detail first.  Noise adds fine-band energy that is not detail, so it is
-    suppressed first with non-local means of strength proportional to the measured noise."""
+    blur removes fine detail first.  Noise adds fine-band energy that is not detail: it is
+    suppressed with non-local means (strength 2x the measured noise), and what noise remains
+    (its median block estimate) is subtracted at white noise's high-pass gain."""
     g = gray
     if noise_sigma > 1.0:
         g8 = np.clip(gray, 0, 255).astype(np.uint8)
-        g = cv2.fastNlMeansDenoising(g8, None, h=float(1.3 * noise_sigma), templateWindowSize=5,
+        g = cv2.fastNlMeansDenoising(g8, None, h=float(2.0 * noise_sigma), templateWindowSize=5,
                                      searchWindowSize=11).astype(np.float32)
     b1 = cv2.GaussianBlur(g, (0, 0), 1.0)
     b2 = cv2.GaussianBlur(g, (0, 0), 2.0)
     fine = np.abs(g - b1)[mask].mean()
+    residual = noise_level(g, percentile=50.0)
     structure = b2[mask].std()
-    return float(fine / max(structure, 2.0))
+    return float(max(0.0, fine - _HP_GAIN * residual) / max(structure, 2.0))
 
 
 def exposure(rgb: np.ndarray, mask: np.ndarray) -> dict:

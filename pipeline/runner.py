@@ -138,14 +138,13 @@ def run(sources: Sequence[str], out: str, cfg: Config, limit: Optional[int] = No
         address: Optional[str] = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Score every input file into ``out``; return the run summary (also written to out)."""
     t0 = time.time()
-    check_output(out, cfg, overwrite)
-    entries = expand_inputs(sources, cfg.input.storage_options)
-    if cfg.input.extensions:
-        entries = [e for e in entries if e.uri.lower().endswith(tuple(cfg.input.extensions))]
+    list_stats: dict = {}
+    entries = expand_inputs(sources, cfg.input.storage_options, cfg.input.extensions, list_stats)
     if limit is not None:
         entries = entries[: max(0, limit)]
     if not entries:
         raise InputError(f"no input files found in {', '.join(sources)}")
+    check_output(out, cfg, overwrite)
     t_list = time.time() - t0
 
     import ray
@@ -174,6 +173,7 @@ def run(sources: Sequence[str], out: str, cfg: Config, limit: Optional[int] = No
         "output": out,
         "rows": result["rows"],
         "expected_rows": len(entries),
+        "skipped_by_extension": list_stats.get("skipped_by_extension", 0),
         "status_counts": result["status"],
         "verdict_counts": result["verdict"],
         "files": result["files"],

@@ -35,6 +35,7 @@ class DecodeFailure(Exception):
 
 
 def read_file(uri: str, cfg: Config) -> bytes:
+    so = cfg.input.storage_options
     if is_local(uri):
         path = uri[len("file://"):] if uri.startswith("file://") else uri
         try:
@@ -45,11 +46,13 @@ def read_file(uri: str, cfg: Config) -> bytes:
         except OSError as e:
             raise DecodeFailure("read_error", f"cannot stat: {e.strerror or e}") from None
         if stat.S_ISDIR(st.st_mode):
-            raise DecodeFailure("read_error", "is a directory")
+            raise DecodeFailure("read_error", "a directory that could not be listed")
         if not stat.S_ISREG(st.st_mode):
             raise DecodeFailure("read_error", "not a regular file (socket, fifo or device)")
+        # as a file:// URI: fsspec reads a bare path with '::' in it as a chain of URLs
+        uri, so = "file://" + path, None
     try:
-        return read_bytes(uri, cfg.input.storage_options, cfg.decode.max_bytes)
+        return read_bytes(uri, so, cfg.decode.max_bytes)
     except OverflowError as e:
         raise DecodeFailure("too_large", str(e)) from None
     except FileNotFoundError:

@@ -37,6 +37,10 @@ FACE_COLUMNS = {
 }
 
 
+# dlib 5-point indices after a horizontal mirror: the two eyes swap, the nose stays
+MIRROR_ORDER = [2, 3, 0, 1, 4]
+
+
 def empty_faces(c) -> dict:
     return {k: np.zeros((0, *f(c)[0]), f(c)[1]) for k, f in FACE_COLUMNS.items()}
 
@@ -64,9 +68,16 @@ class FaceDetector:
         out = self._mmod(gray, upsample)
         return [(d.rect, d.confidence) for d in out if d.confidence >= self.c.min_det_score]
 
-    def _points(self, gray: np.ndarray, rect) -> np.ndarray:
-        shape = self._sp(gray, rect)
-        return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+    def _points(self, gray: np.ndarray, rect, mirrored: np.ndarray) -> np.ndarray:
+        """5 landmarks, averaged with those found on the mirror image (mapped back), so that
+        a mirrored photo gets mirrored landmarks: pose, crops and scores become flip-invariant
+        for the cost of one more landmark pass (~1 ms)."""
+        a = np.array([[p.x, p.y] for p in self._sp(gray, rect).parts()], np.float64)
+        w = gray.shape[1]
+        mrect = self._dlib.rectangle(w - 1 - rect.right(), rect.top(), w - 1 - rect.left(), rect.bottom())
+        b = np.array([[p.x, p.y] for p in self._sp(mirrored, mrect).parts()], np.float64)
+        b[:, 0] = w - 1 - b[:, 0]
+        return (a + b[MIRROR_ORDER]) / 2.0
 
     def detect(self, img: np.ndarray):
         """Faces of an RGB image: list of (bbox[4], score, points[5,2]) in source pixels."""
@@ -106,8 +117,11 @@ class FaceDetector:
             work = cv2.warpAffine(gray, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             back = geo.invert(m)
         faces = []
+        mirrored = None
         for rect, score in self._run(work, up):
-            pts = self._points(work, rect)
+            if mirrored is None:
+                mirrored = np.ascontiguousarray(work[:, ::-1])
+            pts = self._points(work, rect, mirrored)
             corners = np.array([[rect.left(), rect.top()], [rect.right(), rect.top()],
                                 [rect.left(), rect.bottom()], [rect.right(), rect.bottom()]], np.float64)
             if back is not None:

@@ -51,13 +51,19 @@ def _local_entry(path: str) -> Entry:
 
 
 def _walk_local(root: str) -> Iterator[Entry]:
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    failed: List[str] = []
+    # a sub-directory that cannot be listed becomes one row (read_error), not a silent gap
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=lambda e: failed.append(e.filename)):
+        while failed:
+            yield _local_entry(failed.pop())
         dirnames.sort()
         # os.walk lists symlinks to directories among dirnames; they are not followed (no
         # cycles), and are scored like any other non-directory entry
         links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
         for name in sorted(filenames + links):
             yield _local_entry(os.path.join(dirpath, name))
+    for d in failed:
+        yield _local_entry(d)
 
 
 def _walk_remote(uri: str, storage_options: dict) -> Iterator[Entry]:
@@ -135,21 +141,37 @@ def read_manifest(uri: str, storage_options: dict | None = None) -> List[Entry]:
     return out
 
 
-def expand_inputs(sources: Iterable[str], storage_options: dict | None = None) -> List[Entry]:
-    """Expand the user's inputs into entries; raise InputError for anything that is missing."""
+def expand_inputs(sources: Iterable[str], storage_options: dict | None = None,
+                  extensions: Iterable[str] = (), stats: dict | None = None) -> List[Entry]:
+    """Expand the user's inputs into entries; raise InputError for anything that is missing.
+
+    ``extensions`` (lower-case suffixes), when given, filters what directory and prefix walks
+    find; files named explicitly and manifest entries are always kept.  The number of files a
+    walk skipped is added to ``stats["skipped_by_extension"]``."""
     so = storage_options or {}
+    exts = tuple(e.lower() for e in extensions)
     entries: List[Entry] = []
+
+    def walked(found: Iterable[Entry]) -> List[Entry]:
+        found = list(found)
+        if not exts:
+            return found
+        kept = [e for e in found if e.uri.lower().endswith(exts)]
+        if stats is not None:
+            stats["skipped_by_extension"] = stats.get("skipped_by_extension", 0) + len(found) - len(kept)
+        return kept
+
     for src in sources:
         if is_local(src):
             src = src[len("file://"):] if src.startswith("file://") else src
-            if _has_glob(src):
+            if _has_glob(src) and not os.path.lexists(src):  # an existing name is taken literally
                 matches = sorted(globmod.glob(src, recursive=True))
                 if not matches:
                     raise InputError(f"no files match {src!r}")
                 for m in matches:
-                    entries.extend(_walk_local(m) if os.path.isdir(m) else [_local_entry(m)])
+                    entries.extend(walked(_walk_local(m)) if os.path.isdir(m) else [_local_entry(m)])
             elif os.path.isdir(src):
-                entries.extend(_walk_local(src))
+                entries.extend(walked(_walk_local(src)))
             elif os.path.lexists(src):
                 if src.lower().endswith(MANIFEST_SUFFIXES):
                     entries.extend(read_manifest(src, so))
@@ -167,11 +189,11 @@ def expand_inputs(sources: Iterable[str], storage_options: dict | None = None) -
                         raise InputError(f"no objects match {src!r}")
                     for m in matches:
                         mu = f"{protocol}://{m}"
-                        entries.extend(_walk_remote(mu, so) if fs.isdir(m) else [_remote_entry(fs, mu, m)])
+                        entries.extend(walked(_walk_remote(mu, so)) if fs.isdir(m) else [_remote_entry(fs, mu, m)])
                 elif src.lower().endswith(MANIFEST_SUFFIXES) and fs.isfile(path):
                     entries.extend(read_manifest(src, so))
                 elif fs.isdir(path):
-                    entries.extend(_walk_remote(src, so))
+                    entries.extend(walked(_walk_remote(src, so)))
                 elif fs.exists(path):
                     entries.append(_remote_entry(fs, src, path))
                 else:
