@@ -1,4 +1,4 @@
-"""`faceqc` command line: score, explain, demo, bench."""
+"""`faceqc` command line: score, explain, demo, bench, report, calibrate, nightly."""
 
 from __future__ import annotations
 
@@ -15,16 +15,24 @@ from .config import ConfigError, load_config
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML or JSON file overriding the profile's settings")
     p.add_argument("--profile", help="named settings preset (default: offline)")
-    p.add_argument("--storage-options", help="JSON of fsspec storage options (endpoint, credentials, ...)")
+    p.add_argument("--storage-options", help="JSON of fsspec storage options (endpoint, credentials, ...), "
+                                             "or @FILE to read that JSON from a file (keeps secrets off command lines)")
 
 
 def _config(args):
     overrides = {}
     if getattr(args, "storage_options", None):
+        text = args.storage_options
+        if text.startswith("@"):
+            try:
+                with open(text[1:], encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as e:
+                raise ConfigError(f"--storage-options file {text[1:]}: {e.strerror or e}") from e
         try:
-            overrides["input"] = {"storage_options": json.loads(args.storage_options)}
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--storage-options is not valid JSON: {e}") from e
+            overrides["input"] = {"storage_options": json.loads(text)}
+        except json.JSONDecodeError as e:  # the message quotes no part of the (secret) text
+            raise ConfigError(f"--storage-options is not valid JSON (line {e.lineno}, column {e.colno})") from None
     return load_config(args.config, args.profile, overrides)
 
 
@@ -121,7 +129,7 @@ def annotate(img, row: dict):
 def cmd_explain(args) -> int:
     from .local import LocalPipeline
     from .stages.decode import DecodeFailure, decode_image, read_file
-    from .stages.listing import Entry, InputError, expand_inputs
+    from .stages.listing import InputError, expand_inputs
 
     cfg = _config(args)
     entries = expand_inputs([args.image], cfg.input.storage_options)
@@ -174,6 +182,66 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    cfg = _config(args) if (args.config or args.profile or args.storage_options) else None
+    facts = write_report(args.out, args.html, cfg, per_gallery=args.per_gallery)
+    print(f"report written to {facts['path']}: {facts['rows']} images, {facts['thumbnails']} thumbnails, "
+          f"{len(facts['galleries'])} galleries, {facts['bytes'] / 1e6:.1f} MB")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import calibrate, config_text, format_text, write_config
+
+    cfg = _config(args) if (args.config or args.profile) else None
+    so = _config(args).input.storage_options if args.storage_options else None
+    result = calibrate(args.labels, args.results, cfg, k=args.folds, seed=args.seed, storage_options=so)
+    print(format_text(result))
+    if args.write_config:
+        write_config(result, args.write_config)
+        print(f"config written to {args.write_config}: faceqc score SRC --out DST --config {args.write_config}")
+    else:
+        print("\nfitted settings (save them with --write-config FILE):\n" + config_text(result))
+    return 0
+
+
+def cmd_nightly(args) -> int:
+    from .nightly import nightly, summary_text
+
+    cfg = _config(args)
+    summary = nightly(args.source, args.out, cfg, address=args.address, progress=not args.no_progress)
+    print(summary_text(summary))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from . import modelstore
+    from .models import REGISTRY
+
+    so = json.loads(args.storage_options) if getattr(args, "storage_options", None) else None
+    if args.action == "list":
+        print(f"{'model':26s} {'task':30s} {'commercial':10s} {'size':>10s}  licence / source")
+        for info in REGISTRY.values():
+            d = modelstore.describe(info)
+            size = f"{d['size'] / 1e6:.1f} MB" if d["size"] else ("-" if not info.uri else "not cached")
+            print(f"{info.id:26s} {info.task:30s} {'yes' if info.commercial_use else 'NO':10s} {size:>10s}  "
+                  f"{info.licence}\n{'':80s}{info.source}")
+        return 0
+    if not args.names:
+        print("faceqc models: name the models (registry names or URIs)", file=sys.stderr)
+        return 2
+    for ref in args.names:
+        if args.action == "pull":
+            where = modelstore.pull(ref, to=args.to, storage_options=so)
+            print(f"{ref}: {where}")
+        else:  # verify
+            path = modelstore.resolve(ref, storage_options=so)
+            print(f"{ref}: ok  sha256 {modelstore.sha256_file(path)}  {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="faceqc", description="Score the quality of face images at scale.")
     p.add_argument("--version", action="version", version=f"faceqc {__version__}")
@@ -212,7 +280,41 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--loop-n", type=int, help="images for the baseline loop (default: min(n, 2000))")
     _add_config_args(b)
     b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("report", help="one static HTML file showing what a run decided (thumbnails, plots, galleries)")
+    r.add_argument("out", metavar="OUT", help="a 'faceqc score --out' directory or URI")
+    r.add_argument("--html", required=True, metavar="FILE", help="where to write the report")
+    r.add_argument("--per-gallery", type=int, default=12, help="thumbnails per gallery (default 12)")
+    _add_config_args(r)
+    r.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("calibrate", help="fit fusion weights and verdict thresholds to human labels")
+    c.add_argument("labels", metavar="LABELS", help="CSV with a 'uri' column and a label (accept/reject or a number)")
+    c.add_argument("--results", required=True, metavar="OUT", help="the 'faceqc score --out' run the labels refer to")
+    c.add_argument("--write-config", metavar="FILE", help="write the fitted settings as a YAML config for 'score --config'")
+    c.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
+    _add_config_args(c)
+    c.set_defaults(func=cmd_calibrate)
+
+    n = sub.add_parser("nightly", help="incremental run: score only objects new or changed since the last run")
+    n.add_argument("--source", required=True, help="the prefix (or folder) to clean, e.g. s3://bucket/photos/")
+    n.add_argument("--out", required=True, help="where runs, the latest view and the accept/reject lists live")
+    n.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    n.add_argument("--no-progress", action="store_true", help="hide Ray Data progress bars")
+    _add_config_args(n)
+    n.set_defaults(func=cmd_nightly)
+    _add_models_parser(sub)
     return p
+
+
+def _add_models_parser(sub) -> None:
+    m = sub.add_parser("models", help="list, pull or verify models (cache, bucket mirrors for air-gapped clusters)")
+    m.add_argument("action", choices=["list", "pull", "verify"])
+    m.add_argument("names", nargs="*", help="registry names or URIs (local path, s3://, gs://, https://)")
+    m.add_argument("--to", help="pull: copy to this directory or bucket prefix instead of the local cache")
+    m.add_argument("--storage-options", help="JSON of fsspec storage options")
+    m.set_defaults(func=cmd_models)
 
 
 def main(argv=None) -> int:

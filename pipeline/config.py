@@ -76,8 +76,11 @@ class DecodeConfig:
 
 @dataclass
 class DetectConfig:
-    detector: str = "dlib_hog"  # dlib_hog | dlib_mmod
-    landmarks: str = "dlib_5pt"
+    detector: str = "dlib_hog"  # dlib_hog | dlib_mmod | scrfd (insightface pack, ONNX)
+    # scrfd: an insightface pack directory (buffalo_l layout) or the detector .onnx (path or URI)
+    model: str = ""
+    pose_model: str = ""  # scrfd: 1k3d68.onnx (path or URI); taken from the pack directory if empty
+    det_size: int = 640  # scrfd input side (letterboxed)
     detect_max_side: int = 800  # detection runs on a copy at most this large
     upsample_below: int = 400  # HOG upsampling (x2) when the detection copy is smaller
     min_det_score: float = 0.0
@@ -94,13 +97,25 @@ class DetectConfig:
 
 @dataclass
 class IQAConfig:
-    backend: str = "classical"
+    backend: str = "classical"  # the no-reference measures; always computed
+    # a deep IQA model on top: none | timm (your checkpoint, commercially clean) | pyiqa
+    model_backend: str = "none"
+    model: str = ""  # checkpoint / weights: registry name, local path or URI
+    sha256: str = ""
+    pyiqa_metric: str = ""  # pyiqa only: musiq, maniqa, hyperiqa, tres, metaiqa, topiq_nr, topiq_nr-face
+    model_range: Tuple[float, float] = (0.0, 1.0)  # pyiqa: model output mapped to 0 and 100
+    whole_image: bool = True  # also score the whole-image thumbnail
+    amp: bool = True  # bfloat16 autocast on CUDA
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1.0, batch_size=16))
 
 
 @dataclass
 class FIQAConfig:
-    backend: str = "dlib_stability"  # dlib_stability | none
+    backend: str = "dlib_stability"  # dlib_stability | onnx | none
+    model: str = ""  # onnx: registry name, local path or URI (s3://, gs://, https://)
+    sha256: str = ""  # verified before loading (registry models carry their own when known)
+    contract: dict = field(default_factory=dict)  # onnx input contract, overrides the registry's
+    contract_from: str = ""  # take the contract of this registry model (e.g. arcface-embedding-norm)
     all_faces: bool = False  # score every face, not only the primary one (slow on CPU)
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1.0, batch_size=16))
 
@@ -140,6 +155,10 @@ def _default_curves() -> dict:
         "contrast": Curve("low", start=0.25, full=0.05, weight=1.5, reason="low_contrast"),
         # face quality (recognisability): embedding stability, 1 = perfectly stable
         "recognisability": Curve("low", start=0.975, full=0.94, weight=0.5, reason="low_recognisability"),
+        # face-quality model (fiqa.backend onnx): its output mapped to 0-100 by its contract
+        "fiqa_model": Curve("low", start=50.0, full=10.0, weight=1.5, reason="low_face_quality"),
+        # deep IQA model (iqa.model_backend timm / pyiqa) on the aligned face, mapped to 0-100
+        "iqa_model": Curve("low", start=50.0, full=10.0, weight=1.5, reason="low_perceptual_quality"),
     }
 
 
@@ -183,8 +202,10 @@ class Config:
 PROFILES = {
     # everything offline, CPU only: dlib HOG + 5-point landmarks, classical IQA, dlib FIQA
     "offline": {},
-    # as offline, but fewer retries: faster, misses more rolled / dark faces
-    "offline-fast": {"detect": {"retry_rotations": [], "retry_equalized": False}},
+    # as offline without the dlib face-quality network (~300 ms per face on one core) and
+    # without detection retries: ~5x faster; misses more rolled / dark faces, no
+    # recognisability component
+    "offline-fast": {"detect": {"retry_rotations": [], "retry_equalized": False}, "fiqa": {"backend": "none"}},
 }
 
 
@@ -265,11 +286,22 @@ def validate(cfg: Config) -> None:
                               f"{'above' if c.direction == 'high' else 'below'} start")
         if c.weight < 0:
             raise ConfigError(f"fuse.curves.{name}.weight must be >= 0")
-    if cfg.detect.detector not in ("dlib_hog", "dlib_mmod"):
-        raise ConfigError(f"detect.detector '{cfg.detect.detector}' unknown (dlib_hog, dlib_mmod)")
-    if cfg.fiqa.backend not in ("dlib_stability", "none"):
-        raise ConfigError(f"fiqa.backend '{cfg.fiqa.backend}' unknown (dlib_stability, none)")
+    if cfg.detect.detector not in ("dlib_hog", "dlib_mmod", "scrfd"):
+        raise ConfigError(f"detect.detector '{cfg.detect.detector}' unknown (dlib_hog, dlib_mmod, scrfd)")
+    if cfg.detect.detector == "scrfd" and not cfg.detect.model:
+        raise ConfigError("detect.detector 'scrfd' needs detect.model: an insightface pack directory or a "
+                          "detector .onnx path/URI")
+    if cfg.fiqa.backend not in ("dlib_stability", "onnx", "none"):
+        raise ConfigError(f"fiqa.backend '{cfg.fiqa.backend}' unknown (dlib_stability, onnx, none)")
+    if cfg.fiqa.backend == "onnx" and not cfg.fiqa.model:
+        raise ConfigError("fiqa.backend 'onnx' needs fiqa.model: a registry name, local path or URI")
     if cfg.iqa.backend != "classical":
         raise ConfigError(f"iqa.backend '{cfg.iqa.backend}' unknown (classical)")
+    if cfg.iqa.model_backend not in ("none", "timm", "pyiqa"):
+        raise ConfigError(f"iqa.model_backend '{cfg.iqa.model_backend}' unknown (none, timm, pyiqa)")
+    if cfg.iqa.model_backend != "none" and not cfg.iqa.model:
+        raise ConfigError(f"iqa.model_backend '{cfg.iqa.model_backend}' needs iqa.model (checkpoint path or URI)")
+    if cfg.iqa.model_backend == "pyiqa" and not cfg.iqa.pyiqa_metric:
+        raise ConfigError("iqa.model_backend 'pyiqa' needs iqa.pyiqa_metric (e.g. topiq_nr-face)")
     if cfg.decode.max_pixels <= 0:
         raise ConfigError("decode.max_pixels must be positive")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
+import tempfile
 from typing import Tuple
 
 import fsspec
@@ -44,3 +47,109 @@ def read_bytes(uri: str, storage_options: dict | None = None, max_bytes: int | N
     if len(data) > max_bytes:
         raise OverflowError(f"file is larger than decode.max_bytes ({max_bytes} bytes)")
     return data
+
+
+def write_bytes_atomic(uri: str, data: bytes, storage_options: dict | None = None) -> None:
+    """Write a whole file so that readers see either nothing (or the old file) or all of it.
+
+    Local files are written under a temporary name in the same folder and renamed; object
+    stores (S3, GCS, Azure) make a single PUT visible only once it is complete."""
+    fs, path = get_fs(uri, storage_options)
+    if is_local(uri):
+        folder = os.path.dirname(path) or "."
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return
+    fs.pipe_file(path, data)
+
+
+def invalidate(uri: str, storage_options: dict | None = None) -> None:
+    """Forget cached listings (s3fs and friends cache directory listings per process)."""
+    fs, path = get_fs(uri, storage_options)
+    try:
+        fs.invalidate_cache()
+    except Exception:  # noqa: BLE001 - not every filesystem caches
+        pass
+
+
+def list_names(uri: str, storage_options: dict | None = None) -> list:
+    """Names (not paths) of the entries directly inside a folder; [] when it does not exist."""
+    fs, path = get_fs(uri, storage_options)
+    invalidate(uri, storage_options)
+    try:
+        found = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    return sorted({p.rstrip("/").rsplit("/", 1)[-1] for p in found} - {""})
+
+
+SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "sas", "connection_string",
+                "signature", "auth")
+
+
+def redact(text: str, storage_options: dict | None) -> str:
+    """``text`` with every secret of ``storage_options`` masked: the string values (at any depth)
+    whose key names a key, secret, token, password, credential, SAS or connection string."""
+    secrets: list = []
+
+    def walk(v, secret=False):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, secret or any(w in str(k).lower() for w in SECRET_WORDS))
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x, secret)
+        elif secret and isinstance(v, str) and len(v) >= 4:
+            secrets.append(v)
+
+    walk(storage_options or {})
+    for s in sorted(secrets, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text
+
+
+@contextlib.contextmanager
+def atomic_writer(uri: str, storage_options: dict | None = None):
+    """A binary file object whose contents appear at ``uri`` only if the block exits cleanly:
+    a temporary file renamed into place locally; an upload completed on close on object stores
+    (and aborted on error), so readers never see part of it."""
+    fs, path = get_fs(uri, storage_options)
+    if is_local(uri):
+        folder = os.path.dirname(path) or "."
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return
+    f = fs.open(path, "wb")
+    try:
+        yield f
+    except BaseException:
+        try:
+            f.discard()
+        finally:
+            f.closed = True  # never flush what was written so far
+        raise
+    f.close()

@@ -97,7 +97,7 @@ def head_pose_dlib5(points: np.ndarray) -> tuple[float, float, float]:
     - roll is the angle of the eye line (positive: clockwise on screen);
     - yaw from the mean of two cues, the nose's sideways offset from the eye midpoint and the
       log ratio of the two eyes' widths (the far eye looks narrower): yaw = atan(d / 0.46);
-      positive when the face turns towards the image right.  Mirror-symmetric by construction.
+      positive when the nose points towards the image left.  Mirror-symmetric by construction.
     - pitch from how far the nose base sits below the eye line against the frontal 0.74
       (positive: looking up).  Five points carry little pitch information (the subnasale is
       nearly in the eyes' depth plane, and face proportions vary as much as the signal), so

@@ -10,7 +10,8 @@ import functools
 import hashlib
 import importlib.util
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 
 class ModelError(RuntimeError):
@@ -24,7 +25,10 @@ class ModelInfo:
     source: str
     licence: str
     commercial_use: bool
-    file: str = ""  # file name inside its package, or empty for built-in models
+    file: str = ""  # file name inside its package (offline models)
+    uri: str = ""  # where `faceqc models pull` fetches it from (production models)
+    sha256: Optional[str] = None  # verified before loading when known
+    contract: dict = field(default_factory=dict, hash=False, compare=False)  # input/output contract
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +60,52 @@ REGISTRY = {
             "dlib ResNet-34 128-d face embedding (pip: face_recognition_models)",
             "CC0 1.0 (dlib-models: dlib_face_recognition_resnet_model_v1)",
             True, "dlib_face_recognition_resnet_model_v1.dat",
+        ),
+        # ---- production tier: fetched by `faceqc models pull` into the node's model cache
+        ModelInfo(
+            "ediffiqa-tiny", "fiqa",
+            "eDifFIQA(T), Babnik et al. 2024, OpenCV model zoo: face_image_quality_assessment_ediffiqa/"
+            "ediffiqa_tiny_jun2024.onnx (7.3 MB)",
+            "CC-BY-4.0", True,
+            uri="https://github.com/opencv/opencv_zoo/raw/main/models/face_image_quality_assessment_ediffiqa/"
+                "ediffiqa_tiny_jun2024.onnx",
+            contract={"size": 112, "colour": "RGB", "scale": 1 / 255, "mean": [0.5, 0.5, 0.5],
+                      "std": [0.5, 0.5, 0.5], "output": "linear", "lo": 0.2, "hi": 0.8},
+        ),
+        ModelInfo(
+            "magface-iresnet50-ofiq", "fiqa",
+            "MagFace iResNet-50 as shipped by OFIQ (BSI-OFIQ/OFIQ-Project models archive: "
+            "magface_iresnet50_norm.onnx); name its local path or mirror URI in fiqa.model",
+            "Apache-2.0 (MagFace weights); OFIQ code MIT", True,
+            contract={"size": 112, "colour": "BGR", "scale": 1 / 255, "mean": [0.0, 0.0, 0.0],
+                      "std": [1.0, 1.0, 1.0], "output": "ofiq_sigmoid", "x0": 23.0, "w": 2.6},
+        ),
+        ModelInfo(
+            "insightface-buffalo_l", "detect+landmarks+recognition",
+            "insightface model pack buffalo_l (det_10g.onnx SCRFD, 1k3d68.onnx, w600k_r50.onnx); "
+            "name the unpacked directory in detect.model",
+            "non-commercial research use only (insightface model packs)", False,
+        ),
+        ModelInfo(
+            "arcface-embedding-norm", "fiqa",
+            "the un-normalised embedding norm of an ArcFace recognition model (e.g. insightface's "
+            "w600k_r50.onnx): a weak-to-moderate face-quality proxy; name the .onnx in fiqa.model and "
+            "set fiqa.contract_from: arcface-embedding-norm",
+            "that of the recognition model you name (insightface packs: non-commercial)", False,
+            contract={"size": 112, "colour": "RGB", "scale": 1.0, "mean": [127.5] * 3, "std": [127.5] * 3,
+                      "output": "linear", "lo": 10.0, "hi": 25.0},
+        ),
+        ModelInfo(
+            "timm-iqa-checkpoint", "iqa",
+            "a timm backbone with a regression head, trained by your team (iqa.model: checkpoint path/URI)",
+            "yours", True,
+        ),
+        ModelInfo(
+            "pyiqa", "iqa",
+            "pyiqa 0.1.16 metrics (MUSIQ, MANIQA, HyperIQA, TReS, MetaIQA, TOPIQ, topiq_nr-face) "
+            "with a local weights file (optional extra: pip install pyiqa)",
+            "PolyForm Noncommercial 1.0 (code); weights CC BY-NC-SA 4.0 — not for commercial use "
+            "without the authors' permission", False,
         ),
         ModelInfo(
             "faceqc-classical-iqa", "iqa",
@@ -96,8 +146,33 @@ def sha256_file(path: str) -> str:
 
 def models_for(cfg) -> list[ModelInfo]:
     """The models a configuration uses, in pipeline order."""
-    ids = ["dlib-hog-frontal" if cfg.detect.detector == "dlib_hog" else "dlib-mmod-human-face",
-           "dlib-shape-predictor-5", "faceqc-classical-iqa"]
+    det = cfg.detect.detector
+    if det == "scrfd":
+        ids = ["faceqc-classical-iqa"]
+    else:
+        ids = ["dlib-hog-frontal" if det == "dlib_hog" else "dlib-mmod-human-face",
+               "dlib-shape-predictor-5", "faceqc-classical-iqa"]
     if cfg.fiqa.backend == "dlib_stability":
         ids.append("dlib-resnet-face-v1")
-    return [REGISTRY[i] for i in ids]
+    out = [REGISTRY[i] for i in ids]
+    if det == "scrfd":
+        out.insert(0, _named(cfg.detect.model, "detect"))
+        if cfg.detect.pose_model:
+            out.insert(1, _named(cfg.detect.pose_model, "landmarks+pose"))
+    if cfg.fiqa.backend == "onnx":
+        out.append(_named(cfg.fiqa.model, "fiqa"))
+    if cfg.iqa.model_backend == "timm":
+        out.append(_named(cfg.iqa.model, "iqa"))
+    elif cfg.iqa.model_backend == "pyiqa":
+        out.append(REGISTRY["pyiqa"])
+        out.append(_named(cfg.iqa.model, "iqa"))
+    return out
+
+
+def _named(ref: str, task: str) -> ModelInfo:
+    """The registry entry of a model named in config, or a record of a user-supplied file."""
+    if ref in REGISTRY:
+        return REGISTRY[ref]
+    uri = ref.split("#sha256=")[0]
+    return ModelInfo(uri, task, f"user-supplied: {uri}", "not recorded: declared by whoever supplied the file", False,
+                     uri=uri)

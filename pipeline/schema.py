@@ -17,7 +17,7 @@ from .stages.iqa import FACE_IQA_KEYS, IMAGE_IQA_KEYS
 # component scores (0-100) of a face, in the order reasons are checked
 COMPONENTS = (
     "resolution", "sharpness", "noise", "compression", "underexposure", "overexposure",
-    "brightness_low", "brightness_high", "contrast", "recognisability", "yaw", "pitch", "roll",
+    "brightness_low", "brightness_high", "contrast", "recognisability", "fiqa_model", "iqa_model", "yaw", "pitch", "roll",
 )
 
 STATUSES = ("ok", "no_face", "read_error", "decode_error", "too_large",

@@ -27,7 +27,8 @@ FACE_COLUMNS = {
     # name: (per-face shape, dtype) given the config
     "face_bbox": lambda c: ((4,), np.float32),
     "face_det_score": lambda c: ((), np.float32),
-    "face_points": lambda c: ((5, 2), np.float32),  # dlib's raw 5 points, source px
+    "face_points": lambda c: ((5, 2), np.float32),  # the detector's raw 5 points, source px
+    "face_pose": lambda c: ((3,), np.float32),  # yaw, pitch, roll when the detector has a pose model
     "face_landmarks": lambda c: ((5, 2), np.float32),  # insightface order, source px
     "face_inter_eye": lambda c: ((), np.float32),
     "face_crop112": lambda c: ((c.fiqa_crop, c.fiqa_crop, 3), np.uint8),
@@ -134,21 +135,27 @@ class FaceDetector:
 
 
 def crops_for_face(img: np.ndarray, pts: np.ndarray, c) -> dict:
-    """Aligned crops and the un-resampled patch for one face with dlib 5 points ``pts``."""
-    m112 = geo.similarity(pts, geo.DLIB5_112)
-    crop112 = geo.warp_crop(img, m112, c.fiqa_crop) if c.fiqa_crop == 112 else geo.warp_crop(
-        img, geo.similarity(pts, geo.scaled_template(geo.DLIB5_112, c.fiqa_crop, 1.0)), c.fiqa_crop)
-    m_iqa = geo.similarity(pts, geo.scaled_template(geo.DLIB5_112, c.iqa_crop, c.iqa_margin))
+    """Aligned crops and the un-resampled patch for one face with 5 points ``pts``: dlib's
+    (eye corners and nose base) or, for SCRFD, insightface's (eyes, nose, mouth corners)."""
+    arcface = c.detector == "scrfd"
+    template = geo.ARCFACE_112 if arcface else geo.DLIB5_112
+    m112 = geo.similarity(pts, geo.scaled_template(template, c.fiqa_crop, 1.0))
+    crop112 = geo.warp_crop(img, m112, c.fiqa_crop)
+    m_iqa = geo.similarity(pts, geo.scaled_template(template, c.iqa_crop, c.iqa_margin))
     crop_iqa = geo.warp_crop(img, m_iqa, c.iqa_crop)
-    inv = geo.invert(m112)
-    mouth = geo.transform_points(inv, geo.ARCFACE_112[3:5])
-    eye_l, eye_r = pts[2:4].mean(0), pts[0:2].mean(0)
-    landmarks = np.vstack([eye_l, eye_r, pts[4], mouth])
+    if arcface:
+        landmarks = np.asarray(pts, np.float64)
+        eye_l, eye_r = landmarks[0], landmarks[1]
+    else:
+        inv = geo.invert(geo.similarity(pts, geo.DLIB5_112))
+        mouth = geo.transform_points(inv, geo.ARCFACE_112[3:5])
+        eye_l, eye_r = pts[2:4].mean(0), pts[0:2].mean(0)
+        landmarks = np.vstack([eye_l, eye_r, pts[4], mouth])
     ied = float(np.linalg.norm(eye_r - eye_l))
     # patch: square of side ~2 inter-eye distances around the eyes/nose centre, source pixels
     h, w = img.shape[:2]
     side = int(min(c.src_patch, max(16, round(2.0 * ied)), h, w))
-    cx, cy = (eye_l + eye_r + pts[4]) / 3.0
+    cx, cy = (eye_l + eye_r + landmarks[2]) / 3.0
     x0 = int(min(max(0, round(cx - side / 2)), w - side))
     y0 = int(min(max(0, round(cy - side / 2)), h - side))
     patch = np.zeros((c.src_patch, c.src_patch, 3), np.uint8)
@@ -167,24 +174,63 @@ def thumbnail(img: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
+class ScrfdFaces:
+    """insightface-pack detection: SCRFD boxes and 5 keypoints for a whole batch in one model
+    call, and yaw/pitch/roll from the 1k3d68 model when the pack (or detect.pose_model) has it."""
+
+    def __init__(self, cfg: Config):
+        import os
+
+        from ..backends.insightface_pack import Landmark3D68, ScrfdDetector, find_pack
+        from ..modelstore import resolve
+
+        c, r = cfg.detect, cfg.detect.resources
+        so = cfg.input.storage_options
+        if os.path.isdir(c.model):
+            files = find_pack(c.model)
+        else:
+            files = {"det": resolve(c.model, storage_options=so), "landmark": None}
+        pose = resolve(c.pose_model, storage_options=so) if c.pose_model else files.get("landmark")
+        gpu = r.num_gpus > 0
+        self.det = ScrfdDetector(files["det"], r.num_cpus, gpu, (c.det_size, c.det_size),
+                                 c.min_det_score if c.min_det_score > 0 else 0.5)
+        self.pose = Landmark3D68(pose, r.num_cpus, gpu) if pose else None
+
+    def detect_many(self, images: list) -> list:
+        """Per image: list of (bbox, score, points, pose or NaNs)."""
+        out = []
+        for img, (boxes, scores, kps) in zip(images, self.det.detect(images)):
+            poses = self.pose.landmarks(img, boxes)[1] if self.pose is not None and len(boxes) else \
+                np.full((len(boxes), 3), np.nan)
+            order = np.argsort(-np.asarray(scores))
+            out.append([(boxes[j], float(scores[j]), kps[j], poses[j]) for j in order])
+        return out
+
+
 class DetectStage(Stage):
     name = "detect"
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         cv2.setNumThreads(1)
-        self.detector = FaceDetector(cfg)
+        if cfg.detect.detector == "scrfd":
+            self.detector, self.scrfd = None, ScrfdFaces(cfg)
+        else:
+            self.detector, self.scrfd = FaceDetector(cfg), None
 
-    def faces_of(self, img: np.ndarray) -> dict:
+    def faces_of(self, img: np.ndarray, found=None) -> dict:
         c = self.cfg.detect
-        found = self.detector.detect(img)[: c.max_faces]
+        if found is None:
+            found = [(box, score, pts, np.full(3, np.nan)) for box, score, pts in self.detector.detect(img)]
+        found = found[: c.max_faces]
         cols = {k: [] for k in FACE_COLUMNS}
-        for box, score, pts in found:
+        for box, score, pts, pose in found:
             h, w = img.shape[:2]
             box = np.clip(box, 0, [w, h, w, h])
             cols["face_bbox"].append(box)
             cols["face_det_score"].append(score)
             cols["face_points"].append(pts)
+            cols["face_pose"].append(pose)
             for k, v in crops_for_face(img, pts, c).items():
                 cols[k].append(v)
         if not found:
@@ -198,11 +244,20 @@ class DetectStage(Stage):
         num_faces = np.zeros(n, np.int32)
         thumbs = [np.zeros((0, 0, 3), np.uint8)] * n
         images = batch["image"]
+        found = {}
+        if self.scrfd is not None:  # one batched detector call for every decoded image
+            ok = [i for i, st in enumerate(batch["status"]) if st == "ok" and images[i].size]
+            try:
+                found = dict(zip(ok, self.scrfd.detect_many([images[i] for i in ok])))
+            except Exception:  # noqa: BLE001 - fall back to one image at a time: errors stay per row
+                found = {}
 
         def one(i: int) -> None:
             img = images[i]
             thumbs[i] = thumbnail(img, c.thumb_side)
-            faces = self.faces_of(img)
+            if self.scrfd is not None and i not in found:
+                found[i] = self.scrfd.detect_many([img])[0]
+            faces = self.faces_of(img, found.get(i))
             for k in FACE_COLUMNS:
                 per_face[k][i] = faces[k]
             num_faces[i] = len(faces["face_bbox"])

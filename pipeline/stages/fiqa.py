@@ -1,7 +1,8 @@
 """Stage 5 — fiqa + pose: face quality (recognisability) and head pose of each face.
 
-Pose: yaw, pitch and roll from closed-form ratios of the 5 landmarks
-(:func:`pipeline.geometry.head_pose_dlib5`).
+Pose: with dlib's 5 points, yaw, pitch and roll from closed-form ratios of the landmarks
+(:func:`pipeline.geometry.head_pose_dlib5`); with an insightface pack, the detect stage has
+already run the 1k3d68 model on full-size pixels and its pose is passed through.
 
 Face quality, backend ``dlib_stability``: in the spirit of SER-FIQ, how stable the dlib 128-d
 embedding stays when the aligned face is mirrored.  A
@@ -9,6 +10,10 @@ clear face maps to nearly the same point; a blurred, noisy or tiny one drifts.  
 the cosine similarity between the embeddings of the crop and of its mirror image.  The dlib
 network costs ~150 ms per face on one CPU core (dlib-bin has no BLAS), so only the primary face
 of each image is scored (``fiqa.all_faces`` to score every face).
+
+Backend ``onnx``: an ONNX face-quality model (eDifFIQA, OFIQ's MagFace, or any model with a
+declared input contract, see :mod:`pipeline.backends.fiqa_onnx`), batched over every face's
+112x112 ArcFace crop; raw output in ``model_raw``, mapped 0–100 in ``model_score``.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ import numpy as np
 
 from .. import geometry as geo
 from ..config import Config
-from ..models import model_path
+from ..models import REGISTRY, ModelError, model_path
 from .base import Batch, Stage, objarray, per_row, primary_index
 
-FIQA_KEYS = ("stability",)
+FIQA_KEYS = ("stability", "model_raw", "model_score")
 POSE_KEYS = ("yaw", "pitch", "roll")
 
 
@@ -47,8 +52,35 @@ class DlibStability:
             chips.extend(self.perturbations(np.ascontiguousarray(c)))
         emb = np.asarray(self.net.compute_face_descriptor(chips), np.float32).reshape(len(crops), 2, -1)
         emb /= np.linalg.norm(emb, axis=2, keepdims=True) + 1e-9
-        sims = np.einsum("nd,nkd->nk", emb[:, 0], emb[:, 1:])
-        return sims.mean(axis=1, keepdims=True).astype(np.float32)
+        sims = np.einsum("nd,nkd->nk", emb[:, 0], emb[:, 1:]).mean(axis=1)
+        out = np.full((len(crops), len(FIQA_KEYS)), np.nan, np.float32)
+        out[:, 0] = sims
+        return out
+
+
+class OnnxModel:
+    """An ONNX face-quality model with a declared contract (see backends.fiqa_onnx)."""
+
+    def __init__(self, cfg: Config):
+        from ..backends.fiqa_onnx import OnnxFIQA
+        from ..modelstore import resolve
+
+        f = cfg.fiqa
+        if not f.model:
+            raise ModelError("fiqa.backend 'onnx' needs fiqa.model (a registry name, path or URI)")
+        info = REGISTRY.get(f.contract_from or f.model)
+        if f.contract_from and info is None:
+            raise ModelError(f"fiqa.contract_from: unknown registry model '{f.contract_from}'")
+        contract = {**(info.contract if info else {}), **f.contract}
+        path = resolve(f.model, f.sha256, cfg.input.storage_options)
+        self.model = OnnxFIQA(path, contract, f.model, f.resources.num_cpus, f.resources.num_gpus > 0)
+
+    def score(self, crops: np.ndarray) -> np.ndarray:
+        out = np.full((len(crops), len(FIQA_KEYS)), np.nan, np.float32)
+        if len(crops):
+            raw, mapped = self.model.score(crops)
+            out[:, 1], out[:, 2] = raw, mapped
+        return out
 
 
 class FIQAStage(Stage):
@@ -57,7 +89,8 @@ class FIQAStage(Stage):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         cv2.setNumThreads(1)
-        self.model = DlibStability() if cfg.fiqa.backend == "dlib_stability" else None
+        backend = cfg.fiqa.backend
+        self.model = DlibStability() if backend == "dlib_stability" else OnnxModel(cfg) if backend == "onnx" else None
 
     def process(self, batch: Batch) -> Batch:
         n = len(batch["uri"])
@@ -66,12 +99,14 @@ class FIQAStage(Stage):
 
         def one(i: int) -> None:
             pts = batch["face_points"][i]
-            pose[i] = np.array([geo.head_pose_dlib5(p) for p in pts], np.float32).reshape(-1, 3)
+            pose[i] = np.array(batch["face_pose"][i], np.float32).reshape(-1, 3)
+            if self.cfg.detect.detector != "scrfd":  # dlib's 5 points: closed-form pose here
+                pose[i] = np.array([geo.head_pose_dlib5(p) for p in pts], np.float32).reshape(-1, 3)
             crops = batch["face_crop112"][i]
             fiqa[i] = np.full((len(crops), len(FIQA_KEYS)), np.nan, np.float32)
             if self.model is None or len(crops) == 0:
                 return
-            if self.cfg.fiqa.all_faces:
+            if self.cfg.fiqa.all_faces or not isinstance(self.model, DlibStability):
                 fiqa[i] = self.model.score(crops)
             else:
                 p = primary_index(np.asarray(batch["face_bbox"][i]).reshape(-1, 4), np.asarray(batch["face_det_score"][i]))

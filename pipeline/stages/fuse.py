@@ -62,6 +62,8 @@ def face_raw(iqa: np.ndarray, fiqa: np.ndarray, inter_eye: float) -> dict:
         "brightness_high": q["brightness"],
         "contrast": q["contrast"],
         "recognisability": f["stability"],
+        "fiqa_model": f["model_score"],
+        "iqa_model": q["model_score"],
     }
 
 
@@ -152,7 +154,24 @@ def fuse_row(cfg: Config, row: dict) -> dict:
     return out
 
 
+def carried_column(values, typ: pa.DataType) -> pa.Array:
+    """A listing column carried through the stages (numpy batch values) back to Arrow."""
+    try:
+        return pa.array(values, type=typ, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        pass
+    py = [v.tolist() if hasattr(v, "tolist") else v for v in values]
+    py = [None if isinstance(v, float) and not math.isfinite(v) else v for v in py]
+    try:
+        return pa.array(py, type=typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        return pa.nulls(len(py), typ)
+
+
 class FuseStage(Stage):
+    """Builds the output rows.  Columns of ``schema`` beyond the base schema are carried
+    through from the listing's ``extra.<name>`` columns (ETag, a manifest's own columns)."""
+
     name = "fuse"
 
     def __init__(self, cfg: Config, schema: pa.Schema | None = None):
@@ -160,8 +179,21 @@ class FuseStage(Stage):
         from ..schema import BASE_SCHEMA
 
         self.schema = schema or BASE_SCHEMA
+        base = set(BASE_SCHEMA.names)
+        self._base = pa.schema([f for f in self.schema if f.name in base], metadata=self.schema.metadata)
+        self._extras = [f for f in self.schema if f.name not in base]
 
     def process(self, batch: Batch) -> pa.Table:
+        table = self._fuse(batch)
+        if not self._extras:
+            return table
+        for f in self._extras:
+            values = batch.get("extra." + f.name)
+            col = carried_column(values, f.type) if values is not None else pa.nulls(table.num_rows, f.type)
+            table = table.append_column(f, col)
+        return table.replace_schema_metadata(self.schema.metadata)
+
+    def _fuse(self, batch: Batch) -> pa.Table:
         n = len(batch["uri"])
         records = []
         for i in range(n):
@@ -171,4 +203,4 @@ class FuseStage(Stage):
             except Exception as e:  # noqa: BLE001 - the row survives with an error status
                 records.append(fuse_row(self.cfg, {**row, "status": "fuse_error",
                                                    "error": f"fuse: {type(e).__name__}: {e}"}))
-        return pa.Table.from_pylist(records, schema=self.schema)
+        return pa.Table.from_pylist(records, schema=self._base)

@@ -1,9 +1,16 @@
 """Stage 1 — list: expand inputs into rows (uri, size, mtime).
 
-Inputs are files, directories (walked recursively), globs, or manifest files (``.parquet``,
-``.csv``, ``.jsonl`` or ``.lst``: a ``uri`` (or ``path``) column / one URI per line).  Every
-non-directory entry becomes a row — a text file or a broken symlink included — so that every
-input file yields exactly one output row.  Listing is metadata only and runs on the driver.
+Inputs are files, directories (walked recursively), globs, bucket prefixes, or manifest files
+(``.parquet``, ``.csv``, ``.jsonl`` or ``.lst``: a ``uri`` (or ``path``) column / one URI per
+line; a manifest's other columns are carried through to the output).  Every non-directory entry
+becomes a row — a text file or a broken symlink included — so that every input file yields
+exactly one output row.  Listing is metadata only and runs on the driver; S3 prefixes are listed
+page by page (1,000 keys a request), other stores through fsspec's ``find``.
+
+The listing table has the columns ``uri``, ``size``, ``mtime`` and, for anything carried through
+to the output, ``extra.<name>``: ``extra.etag`` (the object's ETag where the store has one) and a
+manifest's own columns (renamed ``manifest_<name>`` where they would collide with an output
+column).
 """
 
 from __future__ import annotations
@@ -12,14 +19,19 @@ import glob as globmod
 import json
 import os
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List
+from typing import Iterable, Iterator, List, Optional
 
 import pyarrow as pa
 
-from ..fs import get_fs, is_local
+from ..fs import get_fs, invalidate, is_local
 
 MANIFEST_SUFFIXES = (".parquet", ".csv", ".jsonl", ".lst")
 LIST_SCHEMA = pa.schema([("uri", pa.string()), ("size", pa.int64()), ("mtime", pa.float64())])
+EXTRA_PREFIX = "extra."  # listing columns carried through the stages to the output
+ETAG = EXTRA_PREFIX + "etag"
+# output columns a manifest's own columns must not shadow (see pipeline.schema.BASE_SCHEMA)
+_RESERVED = ("uri", "size", "mtime", "status", "error", "width", "height", "num_faces", "primary_face",
+             "quality", "verdict", "reasons", "image_iqa", "faces", "etag", "run_id", "change")
 
 
 class InputError(ValueError):
@@ -31,6 +43,8 @@ class Entry:
     uri: str
     size: int = -1
     mtime: float = float("nan")
+    etag: Optional[str] = None  # the store's content tag (S3/GCS/Azure ETag); None if unknown
+    extra: Optional[dict] = None  # a manifest's other columns, carried through to the output
 
 
 def _has_glob(s: str) -> bool:
@@ -69,10 +83,38 @@ def _walk_local(root: str) -> Iterator[Entry]:
 def _walk_remote(uri: str, storage_options: dict) -> Iterator[Entry]:
     fs, path = get_fs(uri, storage_options)
     protocol = uri.split("://", 1)[0]
+    invalidate(uri, storage_options)  # a listing cached earlier in this process may be stale
+    if hasattr(fs, "call_s3") and hasattr(fs, "split_path"):
+        yield from _walk_s3(fs, path, protocol)
+        return
     for p, info in sorted(fs.find(path, detail=True).items()):
         if info.get("type") == "directory":
             continue
-        yield Entry(f"{protocol}://{p}", int(info.get("size") or 0), _mtime(info))
+        yield Entry(f"{protocol}://{p}", int(info.get("size") or 0), _mtime(info), _etag(info))
+
+
+def _walk_s3(fs, path: str, protocol: str) -> Iterator[Entry]:
+    """Every object under an S3 prefix, one ListObjectsV2 page (<= 1,000 keys) at a time, so
+    that listing memory is one page plus the entries kept, not fsspec's whole info dicts."""
+    bucket, key, _ = fs.split_path(path)
+    kw = dict(Bucket=bucket, Prefix=(key.rstrip("/") + "/") if key else "", **getattr(fs, "req_kw", {}))
+    while True:
+        page = fs.call_s3("list_objects_v2", **kw)
+        for c in page.get("Contents", []):
+            if c["Key"].endswith("/"):  # "folder" marker objects
+                continue
+            yield Entry(f"{protocol}://{bucket}/{c['Key']}", int(c.get("Size") or 0), _mtime(c), _etag(c))
+        if not page.get("IsTruncated"):
+            return
+        kw["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def _etag(info: dict) -> Optional[str]:
+    for key in ("ETag", "etag", "md5Hash"):
+        v = info.get(key)
+        if isinstance(v, str) and v:
+            return v.strip('"')
+    return None
 
 
 def _mtime(info: dict) -> float:
@@ -89,55 +131,86 @@ def _mtime(info: dict) -> float:
     return float("nan")
 
 
+def _manifest_entry(u: str, base: Optional[str], extra: dict) -> Entry:
+    meta = {}
+    for k in ("size", "mtime", "etag"):
+        if k in extra:
+            meta[k] = extra.pop(k)
+    if base and "://" not in u and not os.path.isabs(u):
+        u = os.path.join(base, u)
+    e = _local_entry(u) if "://" not in u else Entry(u)
+    # a manifest's own size / mtime / etag describe the object; used where the listing has none
+    if isinstance(meta.get("size"), int) and e.size < 0:
+        e.size = meta["size"]
+    if isinstance(meta.get("mtime"), (int, float)) and e.mtime != e.mtime:
+        e.mtime = float(meta["mtime"])
+    if isinstance(meta.get("etag"), str):
+        e.etag = meta["etag"]
+    for k, v in meta.items():  # present but unusable as metadata: keep it as a plain column
+        if (k == "size" and not isinstance(v, int)) or (k == "mtime" and not isinstance(v, (int, float))) \
+                or (k == "etag" and not isinstance(v, str)):
+            extra[k] = v
+    e.extra = extra or None
+    return e
+
+
 def read_manifest(uri: str, storage_options: dict | None = None) -> List[Entry]:
-    """URIs listed in a manifest file; relative local paths resolve against its folder."""
+    """Entries listed in a manifest file; relative local paths resolve against its folder.
+
+    Columns other than ``uri`` / ``path`` are carried through to the output (their types kept
+    for Parquet, inferred for CSV and JSONL)."""
     fs, path = get_fs(uri, storage_options)
     lower = uri.lower()
+    rows: List[dict] = []
     try:
         if lower.endswith(".parquet"):
             import pyarrow.parquet as pq
 
             with fs.open(path, "rb") as f:
                 table = pq.read_table(f)
-            col = "uri" if "uri" in table.column_names else "path"
-            if col not in table.column_names:
+            if "uri" not in table.column_names and "path" not in table.column_names:
                 raise InputError(f"manifest {uri} has no 'uri' or 'path' column")
-            uris = [u for u in table.column(col).to_pylist() if u]
+            rows = table.to_pylist()
         elif lower.endswith(".csv"):
-            import csv
-            import io
+            import pyarrow.csv as pcsv
 
             with fs.open(path, "rb") as f:
-                rows = list(csv.DictReader(io.TextIOWrapper(f, encoding="utf-8")))
-            if rows and "uri" not in rows[0] and "path" not in rows[0]:
-                raise InputError(f"manifest {uri} has no 'uri' or 'path' column")
-            uris = [r.get("uri") or r.get("path") for r in rows]
-            uris = [u for u in uris if u]
+                data = f.read()
+            if not data.strip():
+                rows = []
+            else:
+                table = pcsv.read_csv(pa.py_buffer(data), convert_options=pcsv.ConvertOptions(
+                    column_types={"uri": pa.string(), "path": pa.string(), "etag": pa.string()},
+                    strings_can_be_null=True))
+                if "uri" not in table.column_names and "path" not in table.column_names:
+                    raise InputError(f"manifest {uri} has no 'uri' or 'path' column")
+                rows = table.to_pylist()
         elif lower.endswith(".jsonl"):
-            uris = []
             with fs.open(path, "rb") as f:
                 for n, line in enumerate(f, 1):
                     if not line.strip():
                         continue
                     obj = json.loads(line)
-                    u = obj.get("uri") or obj.get("path") if isinstance(obj, dict) else None
+                    u = (obj.get("uri") or obj.get("path")) if isinstance(obj, dict) else None
                     if not u:
                         raise InputError(f"manifest {uri} line {n}: no 'uri' or 'path'")
-                    uris.append(u)
+                    rows.append(obj)
         else:  # .lst: one URI per line
             with fs.open(path, "rb") as f:
                 uris = [ln.decode("utf-8").strip() for ln in f]
-            uris = [u for u in uris if u and not u.startswith("#")]
+            rows = [{"uri": u} for u in uris if u and not u.startswith("#")]
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001
         raise InputError(f"cannot read manifest {uri}: {e}") from e
     base = os.path.dirname(os.path.abspath(path)) if is_local(uri) else None
     out = []
-    for u in uris:
-        if base and "://" not in u and not os.path.isabs(u):
-            u = os.path.join(base, u)
-        out.append(_local_entry(u) if "://" not in u else Entry(u))
+    for r in rows:
+        key = "uri" if r.get("uri") else "path"
+        u = r.get(key)
+        if not u:
+            continue
+        out.append(_manifest_entry(str(u), base, {k: v for k, v in r.items() if k != key}))
     return out
 
 
@@ -213,15 +286,77 @@ def expand_inputs(sources: Iterable[str], storage_options: dict | None = None,
 
 def _remote_entry(fs, uri: str, path: str) -> Entry:
     info = fs.info(path)
-    return Entry(uri, int(info.get("size") or 0), _mtime(info))
+    return Entry(uri, int(info.get("size") or 0), _mtime(info), _etag(info))
+
+
+def extra_name(name: str) -> str:
+    """The output column a manifest column becomes (renamed if it would shadow one of ours)."""
+    return f"manifest_{name}" if name in _RESERVED else name
+
+
+def _column(values: list) -> pa.Array:
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them as text
+        arr = pa.array([None if v is None else str(v) for v in values], pa.string())
+    if pa.types.is_null(arr.type):
+        arr = arr.cast(pa.string())
+    return arr
 
 
 def entries_table(entries: List[Entry]) -> pa.Table:
-    return pa.table(
-        {
-            "uri": pa.array([e.uri for e in entries], pa.string()),
-            "size": pa.array([e.size for e in entries], pa.int64()),
-            "mtime": pa.array([e.mtime for e in entries], pa.float64()),
-        },
-        schema=LIST_SCHEMA,
-    )
+    """The listing as an Arrow table: uri, size, mtime, extra.etag and extra.<manifest column>."""
+    cols = {
+        "uri": pa.array([e.uri for e in entries], pa.string()),
+        "size": pa.array([e.size for e in entries], pa.int64()),
+        "mtime": pa.array([e.mtime for e in entries], pa.float64()),
+        ETAG: pa.array([e.etag for e in entries], pa.string()),
+    }
+    names: dict = {}
+    for e in entries:
+        for k in e.extra or ():
+            names.setdefault(k, None)
+    for k in names:
+        cols[EXTRA_PREFIX + extra_name(k)] = _column([(e.extra or {}).get(k) for e in entries])
+    return pa.table(cols)
+
+
+def list_table(source: str, storage_options: dict | None = None, extensions: Iterable[str] = (),
+               stats: dict | None = None, chunk: int = 50_000) -> pa.Table:
+    """A prefix, folder, glob or manifest listed straight into an Arrow table (built ``chunk``
+    entries at a time, so that a large listing never lives as Python objects all at once)."""
+    so = storage_options or {}
+    exts = tuple(e.lower() for e in extensions)
+    if is_local(source) and not _has_glob(source) and os.path.isdir(source.removeprefix("file://")):
+        found: Iterable[Entry] = _walk_local(source.removeprefix("file://"))
+    elif not is_local(source) and not _has_glob(source) and not source.lower().endswith(MANIFEST_SUFFIXES):
+        fs, path = get_fs(source, so)
+        try:
+            if not fs.isdir(path):
+                raise InputError(f"source not found or not a prefix: {source}")
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - credentials, endpoint, permissions
+            raise InputError(f"cannot list {source}: {type(e).__name__}: {e}") from e
+        found = _walk_remote(source, so)
+    else:
+        t = entries_table(expand_inputs([source], so, extensions, stats))
+        return t
+    tables, buf, skipped = [], [], 0
+    try:
+        for e in found:
+            if exts and not e.uri.lower().endswith(exts):
+                skipped += 1
+                continue
+            buf.append(e)
+            if len(buf) >= chunk:
+                tables.append(entries_table(buf))
+                buf = []
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"cannot list {source}: {type(e).__name__}: {e}") from e
+    tables.append(entries_table(buf))
+    if stats is not None:
+        stats["skipped_by_extension"] = stats.get("skipped_by_extension", 0) + skipped
+    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]

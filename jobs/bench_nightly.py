@@ -1,0 +1,128 @@
+"""Scale check of the nightly run: N small face JPEGs in a bucket prefix (a real S3 HTTP API:
+moto's server on loopback), a first nightly run that scores them all, then ``--add`` new objects
+and a second run that must list everything and read and score only those.
+
+    python -m jobs.bench_nightly -n 5000 --add 50 --profile offline-fast
+
+Prints both runs' times, how many objects each run read (from the S3 server's request log), and
+memory: the summed PSS of the driver and every Ray process, sampled every 2 s, reported as the
+peak and as the peak of each quarter of the run (flat = no growth with the objects processed).
+Needs the ``test`` extra (moto, s3fs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+
+
+class MemoryTrace:
+    """Summed PSS of this process and its descendants except ``exclude`` (the S3 server)."""
+
+    def __init__(self, exclude: int, interval: float = 2.0):
+        import psutil
+
+        self.psutil, self.exclude, self.interval = psutil, exclude, interval
+        self.samples: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> tuple:
+        me = self.psutil.Process()
+        skip = {self.exclude}
+        try:
+            skip |= {c.pid for c in self.psutil.Process(self.exclude).children(recursive=True)}
+        except self.psutil.Error:
+            pass
+        total = 0
+        for p in [me] + me.children(recursive=True):
+            if p.pid in skip:
+                continue
+            try:
+                total += p.memory_full_info().pss
+            except (self.psutil.Error, AttributeError):
+                pass
+        return time.time(), total, me.memory_info().rss
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.samples.append(self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def report(self) -> dict:
+        if not self.samples:
+            return {}
+        mb = 2 ** 20
+        n = len(self.samples)
+        quarters = [self.samples[i * n // 4:(i + 1) * n // 4] or self.samples[-1:] for i in range(4)]
+        return {"peak_pss_mb": round(max(s[1] for s in self.samples) / mb),
+                "quarter_peaks_pss_mb": [round(max(s[1] for s in q) / mb) for q in quarters],
+                "driver_peak_rss_mb": round(max(s[2] for s in self.samples) / mb),
+                "samples": n}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=5000, help="objects in the prefix for the first run")
+    ap.add_argument("--add", type=int, default=50, help="objects added before the second run")
+    ap.add_argument("--size", type=int, default=96, help="image side in pixels")
+    ap.add_argument("--profile", default="offline-fast")
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "faceqc-bench-nightly"))
+    args = ap.parse_args(argv)
+
+    from jobs.s3local import MotoServer
+    from pipeline.bench import generate
+    from pipeline.config import load_config
+    from pipeline.nightly import nightly
+
+    os.makedirs(args.workdir, exist_ok=True)
+    t = time.time()
+    folder = generate(os.path.join(args.workdir, f"images-{args.n + args.add}-{args.size}"), args.n + args.add, args.size)
+    files = sorted(os.path.join(r, f) for r, _, fs_ in os.walk(folder) for f in fs_ if f.endswith(".jpg"))
+    print(f"data: {len(files)} JPEGs of {args.size} px ({time.time() - t:.0f} s to prepare)", flush=True)
+
+    with MotoServer(log=os.path.join(args.workdir, "s3-requests.log")) as s3:
+        os.environ.update(s3.env)  # the local Ray started below inherits the endpoint
+        fs = s3.fs()
+        fs.mkdir("bench")
+        t = time.time()
+        for i in range(0, args.n, 500):
+            fs.pipe({f"bench/photos/{os.path.basename(p)}": open(p, "rb").read() for p in files[i:min(i + 500, args.n)]})
+        print(f"bucket: {args.n} objects uploaded ({time.time() - t:.0f} s)", flush=True)
+        cfg = load_config(profile=args.profile)
+        res: dict = {"n": args.n, "added": args.add, "size": args.size, "profile": args.profile,
+                     "cpus": os.cpu_count()}
+        for run, label in ((1, "first"), (2, "second")):
+            if run == 2:
+                fs.pipe({f"bench/photos/new/{os.path.basename(p)}": open(p, "rb").read() for p in files[args.n:]})
+            mark = s3.log_size()
+            t = time.time()
+            with MemoryTrace(exclude=s3.proc.pid) as mem:
+                s = nightly("s3://bench/photos", "s3://bench/faceqc", cfg, progress=False)
+            wall = time.time() - t
+            reads = s3.object_gets("bench", "photos/", since=mark)
+            r = {"wall_s": round(wall, 1), "listing_s": s["seconds"].get("listing"), "diff_s": s["seconds"].get("diff"),
+                 "scoring_s": s["seconds"]["scoring"], "view_s": s["seconds"].get("view"), "listed": s["listed"],
+                 "changes": s["changes"], "scored": s["rows"], "objects_read": len(reads),
+                 "images_per_s": s.get("images_per_second"), "memory": mem.report()}
+            res[label] = r
+            print(f"{label} run: listed {r['listed']}, scored {r['scored']}, read {r['objects_read']} objects, "
+                  f"{r['wall_s']} s (listing {r['listing_s']} s, scoring {r['scoring_s']} s); "
+                  f"memory {r['memory']}", flush=True)
+    print("BENCH_NIGHTLY " + json.dumps(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()

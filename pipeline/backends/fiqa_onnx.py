@@ -1,0 +1,66 @@
+"""Face-quality models in ONNX with a declared input contract.
+
+A contract says what the model eats and what its output means:
+``size`` (square input side), ``colour`` ("RGB" or "BGR"), ``scale`` (multiplier on 0..255
+pixels), ``mean`` / ``std`` (per channel, after scaling), and how the raw output maps to 0–100:
+``output: ofiq_sigmoid`` (OFIQ's 100 / (1 + exp((x0 − x) / w)), e.g. MagFace magnitude with
+x0 = 23, w = 2.6) or ``output: linear`` (0 at ``lo``, 100 at ``hi``, clipped).
+Inputs are the 112x112 ArcFace-aligned crops the detect stage makes.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .onnx_runtime import make_session, run_batched
+
+REQUIRED = ("size", "colour", "scale", "mean", "std", "output")
+
+
+def check_contract(contract: dict, name: str) -> dict:
+    missing = [k for k in REQUIRED if k not in contract]
+    if missing:
+        raise ValueError(f"FIQA model {name}: contract lacks {', '.join(missing)}")
+    if contract["colour"] not in ("RGB", "BGR"):
+        raise ValueError(f"FIQA model {name}: colour must be RGB or BGR")
+    if contract["output"] == "ofiq_sigmoid" and not {"x0", "w"} <= contract.keys():
+        raise ValueError(f"FIQA model {name}: output ofiq_sigmoid needs x0 and w")
+    if contract["output"] == "linear" and not {"lo", "hi"} <= contract.keys():
+        raise ValueError(f"FIQA model {name}: output linear needs lo and hi")
+    if contract["output"] not in ("ofiq_sigmoid", "linear"):
+        raise ValueError(f"FIQA model {name}: output must be ofiq_sigmoid or linear")
+    return contract
+
+
+def map_output(raw: np.ndarray, c: dict) -> np.ndarray:
+    raw = np.asarray(raw, np.float64)
+    if c["output"] == "ofiq_sigmoid":
+        return 100.0 / (1.0 + np.exp((c["x0"] - raw) / c["w"]))
+    return np.clip((raw - c["lo"]) / (c["hi"] - c["lo"]), 0.0, 1.0) * 100.0
+
+
+class OnnxFIQA:
+    def __init__(self, path: str, contract: dict, name: str = "model", num_cpus: float = 1.0, use_gpu: bool = False):
+        self.c = check_contract(dict(contract), name)
+        self.session = make_session(path, num_cpus, use_gpu)
+        self.mean = np.asarray(self.c["mean"], np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(self.c["std"], np.float32).reshape(1, 3, 1, 1)
+
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        s = int(self.c["size"])
+        x = np.stack([c if c.shape[0] == s else cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA) for c in crops])
+        if self.c["colour"] == "BGR":
+            x = x[..., ::-1]
+        x = x.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(self.c["scale"])
+        return np.ascontiguousarray((x - self.mean) / self.std)
+
+    def score(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(raw model output, mapped 0–100) per crop."""
+        if len(crops) == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        out = run_batched(self.session, self.preprocess(np.asarray(crops)))[0]
+        raw = np.asarray(out, np.float64).reshape(len(crops), -1)
+        raw = raw[:, 0] if raw.shape[1] == 1 else np.linalg.norm(raw, axis=1)  # vector -> its norm
+        return raw.astype(np.float32), map_output(raw, self.c).astype(np.float32)
+

@@ -1,0 +1,105 @@
+"""Deep general-IQA backends on torch, batched over face crops, for GPU actors.
+
+- ``timm``: a timm backbone with a one-output regression head, loaded from a checkpoint your team
+  trained — the commercially clean path.  The checkpoint is a dict saved with ``torch.save``:
+  ``{"arch": "resnet50", "state_dict": {...}, "input_size": 224, "mean": [...], "std": [...],
+  "lo": 0.0, "hi": 1.0}`` (lo/hi: the model output that maps to 0 and to 100).  It is loaded with
+  ``weights_only=True``: no pickled code runs.
+- ``pyiqa``: a pyiqa metric by name (MUSIQ, MANIQA, HyperIQA, TReS, MetaIQA, TOPIQ,
+  ``topiq_nr-face``) with a local weights file.  pyiqa's code is PolyForm Noncommercial and its
+  weights CC BY-NC-SA: the run summary records that licence wherever it is used.
+
+Inputs are uint8 HxWx3 RGB crops; on CUDA they travel through pinned host memory and run under
+bfloat16 autocast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import require
+
+
+def _device(use_gpu: bool):
+    torch = require("torch", "torch", "deep IQA")
+    return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+
+def _to_tensor(crops: np.ndarray, device):
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(crops))
+    if device.type == "cuda":
+        x = x.pin_memory().to(device, non_blocking=True)
+    return x.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class TimmIQA:
+    def __init__(self, path: str, use_gpu: bool = False, amp: bool = True):
+        torch = require("torch", "torch", "deep IQA")
+        timm = require("timm", "timm", "the timm IQA backend")
+        from ..modelstore import load_torch_weights
+
+        ck = load_torch_weights(path)
+        missing = [k for k in ("arch", "state_dict") if k not in ck]
+        if missing:
+            raise ValueError(f"IQA checkpoint {path} lacks {', '.join(missing)} "
+                             f"(expected {{'arch', 'state_dict', 'input_size', 'mean', 'std', 'lo', 'hi'}})")
+        self.device = _device(use_gpu)
+        self.model = timm.create_model(ck["arch"], pretrained=False, num_classes=1)
+        self.model.load_state_dict(ck["state_dict"])
+        self.model.eval().to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.size = int(ck.get("input_size", 224))
+        self.mean = torch.tensor(ck.get("mean", [0.485, 0.456, 0.406]), device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(ck.get("std", [0.229, 0.224, 0.225]), device=self.device).view(1, 3, 1, 1)
+        self.lo, self.hi = float(ck.get("lo", 0.0)), float(ck.get("hi", 1.0))
+        self.amp = amp and self.device.type == "cuda"
+        self.arch = ck["arch"]
+
+    def score(self, crops: np.ndarray, max_batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """(raw output, mapped 0–100) per crop."""
+        import torch
+        import torch.nn.functional as F
+
+        if len(crops) == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        outs = []
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            for i in range(0, len(crops), max_batch):
+                x = _to_tensor(crops[i:i + max_batch], self.device)
+                if x.shape[-1] != self.size or x.shape[-2] != self.size:
+                    x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
+                                      align_corners=False)
+                x = (x - self.mean) / self.std
+                if self.device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                outs.append(self.model(x).float().reshape(-1).cpu().numpy())
+        raw = np.concatenate(outs)
+        mapped = np.clip((raw - self.lo) / (self.hi - self.lo), 0, 1) * 100
+        return raw.astype(np.float32), mapped.astype(np.float32)
+
+
+class PyiqaIQA:
+    """A pyiqa metric with a local weights file (no downloads)."""
+
+    def __init__(self, metric: str, path: str, use_gpu: bool = False, lo: float = 0.0, hi: float = 1.0):
+        pyiqa = require("pyiqa", "pyiqa", "the pyiqa IQA backend (non-commercial licence)")
+        self.device = _device(use_gpu)
+        kw = {"align_crop_face": False} if metric == "topiq_nr-face" else {}
+        self.metric = pyiqa.create_metric(metric, as_loss=False, device=self.device,
+                                          pretrained_model_path=path, **kw)
+        self.lo, self.hi = lo, hi
+
+    def score(self, crops: np.ndarray, max_batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        if len(crops) == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(crops), max_batch):
+                outs.append(self.metric(_to_tensor(crops[i:i + max_batch], self.device)).float().reshape(-1).cpu().numpy())
+        raw = np.concatenate(outs)
+        return raw.astype(np.float32), (np.clip((raw - self.lo) / (self.hi - self.lo), 0, 1) * 100).astype(np.float32)

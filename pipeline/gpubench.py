@@ -1,0 +1,233 @@
+"""`python -m pipeline.gpubench`: where the time goes for the production tier on one GPU node.
+
+It measures, on ~1 MP JPEGs made from packaged photos:
+1. the CPU side — decode (EXIF, colour), detector letterbox, aligned crops and the classical
+   IQA measures, i.e. faceqc's own stage code — in a process pool of all the node's cores;
+2. the GPU side — a detector at 640x640, a face-quality network on 112x112 crops and a deep IQA
+   network on 224x224 crops, batched, bfloat16, inputs through pinned host memory — with GPU
+   utilisation sampled by NVML while it runs.
+The production pipeline is bounded by the slower of the two; both figures are printed.
+
+Random-init weights are honest for timing: the networks are the architectures the production
+tier runs (GMACs printed), one face per image.  The deep IQA network goes through the real
+backend class (:class:`pipeline.backends.iqa_torch.TimmIQA`); the others run in torch with the
+same bfloat16 autocast (the device has no onnxruntime-gpu build, so ONNX Runtime's CUDA provider
+is not what is timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+
+def make_jpegs(n: int, side=(1152, 864), seed=0) -> list:
+    from PIL import Image
+
+    from . import samples
+
+    rng = np.random.default_rng(seed)
+    base = samples.astronaut()
+    out = []
+    for i in range(n):
+        s = int(rng.integers(300, 512))
+        y, x = rng.integers(0, 512 - s + 1, 2)
+        img = Image.fromarray(np.ascontiguousarray(base[y:y + s, x:x + s])).resize(side, Image.BILINEAR)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def _cpu_work(args):
+    """faceqc's CPU stage code for one image: decode, letterbox for the detector, crops from a
+    face box (the detector's job is on the GPU), classical IQA."""
+    import cv2
+
+    from .config import load_config
+    from .stages.decode import decode_image
+    from .stages.detect import crops_for_face, thumbnail
+    from .stages.iqa import ClassicalIQA
+
+    data, cfg_over = args
+    cfg = _CFG.get("cfg")
+    if cfg is None:
+        cv2.setNumThreads(1)
+        cfg = _CFG["cfg"] = load_config(overrides=cfg_over)
+        _CFG["iqa"] = ClassicalIQA(cfg)
+    t = time.perf_counter()
+    img = decode_image(data, cfg.decode.max_pixels)
+    h, w = img.shape[:2]
+    s = 640 / max(h, w)
+    det_in = np.zeros((640, 640, 3), np.uint8)
+    det_in[: round(h * s), : round(w * s)] = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_LINEAR)
+    # a face where the astronaut's is: 5 ArcFace points scaled to this image
+    pts = np.array([[0.40, 0.33], [0.55, 0.33], [0.47, 0.43], [0.41, 0.52], [0.54, 0.52]]) * [w, h]
+    crops = crops_for_face(img, pts, cfg.detect)
+    thumbnail(img, cfg.detect.thumb_side)
+    _CFG["iqa"].face(crops["face_crop_iqa"], crops["face_patch"], int(crops["face_patch_size"]))
+    return time.perf_counter() - t
+
+
+_CFG: dict = {}
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def cpu_side(jpegs: list, workers: int) -> dict:
+    over = {"detect": {"detector": "scrfd", "model": "unused.onnx"}}
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_cpu_work, [(jpegs[0], over)] * workers))  # warm up every worker
+        t = time.perf_counter()
+        per = list(pool.map(_cpu_work, [(j, over) for j in jpegs], chunksize=8))
+        wall = time.perf_counter() - t
+    return {"images": len(jpegs), "workers": workers, "images_per_s": round(len(jpegs) / wall, 1),
+            "ms_per_image_per_core": round(1000 * float(np.mean(per)), 2)}
+
+
+class GpuSampler:
+    def __init__(self):
+        self.util, self.mem, self._stop = [], [], threading.Event()
+
+    def _loop(self):
+        import pynvml
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        while not self._stop.is_set():
+            u = pynvml.nvmlDeviceGetUtilizationRates(h)
+            self.util.append(u.gpu)
+            self.mem.append(pynvml.nvmlDeviceGetMemoryInfo(h).used / 2**30)
+            self._stop.wait(0.05)
+
+    def __enter__(self):
+        self.t = threading.Thread(target=self._loop, daemon=True)
+        self.t.start()
+        return self
+
+    def __exit__(self, *a):
+        self._stop.set()
+        self.t.join()
+
+
+def _gflops(model, shape) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(shape, device=next(model.parameters()).device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        model(x)
+    return fc.get_total_flops() / 2 / shape[0] / 1e9  # multiply-adds per image
+
+
+def networks(device):
+    """(name, module, input side) of the networks run per image: the SCRFD-10G-shaped detector,
+    the 1k3d68-shaped landmark/pose model and an iResNet-50 face-quality network (MagFace's and
+    ArcFace's architecture), all random-init from :mod:`pipeline.backends.synthetic`."""
+    from .backends import synthetic
+
+    nets = [("detector (SCRFD-10G architecture) @640", synthetic.scrfd_module("10g", (640, 640), plant_face=False), 640),
+            ("landmarks+pose (1k3d68-shaped ResNet-50) @192", synthetic.landmark_module(), 192),
+            ("face quality (iResNet-50, MagFace/ArcFace) @112", synthetic.iresnet(), 112)]
+    return [(n, m.eval().to(device), s) for n, m, s in nets]
+
+
+def gpu_side(batch: int, seconds: float, ckpt_dir: str, device: str = "cuda") -> dict:
+    import torch
+
+    from .backends.iqa_torch import TimmIQA
+
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    torch.backends.cudnn.benchmark = True
+    import timm
+
+    torch.save({"arch": "resnet50", "state_dict": timm.create_model("resnet50", num_classes=1).state_dict(),
+                "input_size": 224}, os.path.join(ckpt_dir, "iqa.pt"))
+    iqa = TimmIQA(os.path.join(ckpt_dir, "iqa.pt"), use_gpu=cuda, amp=True)
+    nets = [(n, m.to(memory_format=torch.channels_last), s) for n, m, s in networks(dev)]
+    res = {"gpu": torch.cuda.get_device_name(0) if cuda else "cpu (dry run)", "batch": batch, "networks": {}}
+    for name, m, s in nets:
+        res["networks"][name] = {"gmacs_per_image": round(_gflops(m, (1, 3, s, s)), 2)}
+    res["networks"]["deep IQA (timm resnet50 @224, TimmIQA backend)"] = {
+        "gmacs_per_image": round(_gflops(iqa.model, (1, 3, 224, 224)), 2)}
+    host = {s: torch.randint(0, 255, (batch, s, s, 3), dtype=torch.uint8) for _, _, s in nets}
+    if cuda:
+        host = {s: v.pin_memory() for s, v in host.items()}
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    crops = np.random.default_rng(0).integers(0, 255, (batch, 224, 224, 3), dtype=np.uint8)
+
+    def step():
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+            for _, m, s in nets:
+                x = host[s].to(dev, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+                m(x.contiguous(memory_format=torch.channels_last))
+        iqa.score(crops, max_batch=batch)  # the real backend: numpy -> pinned -> GPU -> bf16
+        sync()
+
+    for _ in range(3):
+        step()
+    smp = GpuSampler() if cuda else None
+    with smp or _Null():
+        t, n = time.perf_counter(), 0
+        while time.perf_counter() - t < seconds:
+            step()
+            n += batch
+        wall = time.perf_counter() - t
+    res["images_per_s"] = round(n / wall, 1)
+    res["gpu_util_mean_pct"] = round(float(np.mean(smp.util)), 1) if smp and smp.util else None
+    res["gpu_mem_max_gib"] = round(float(np.max(smp.mem)), 2) if smp and smp.mem else None
+    # each network alone
+    for name, m, s in nets:
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+            x = host[s].to(dev).permute(0, 3, 1, 2).float().div_(255).contiguous(memory_format=torch.channels_last)
+            for _ in range(3):
+                m(x)
+            sync()
+            t = time.perf_counter()
+            for _ in range(10):
+                m(x)
+            sync()
+        res["networks"][name]["images_per_s_alone"] = round(10 * batch / (time.perf_counter() - t), 1)
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("-n", type=int, default=2000, help="JPEGs for the CPU side")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--no-gpu", action="store_true")
+    p.add_argument("--device", default="cuda", help="cpu: a dry run of the GPU side")
+    a = p.parse_args(argv)
+    out = {"cpus": os.cpu_count()}
+    jpegs = make_jpegs(a.n)
+    out["jpeg_kb_mean"] = round(float(np.mean([len(j) for j in jpegs])) / 1024, 1)
+    out["cpu_side"] = cpu_side(jpegs, a.workers)
+    print("cpu side:", json.dumps(out["cpu_side"]), flush=True)
+    if not a.no_gpu:
+        with tempfile.TemporaryDirectory() as d:
+            out["gpu_side"] = gpu_side(a.batch, a.seconds, d, a.device)
+        print("gpu side:", json.dumps(out["gpu_side"]), flush=True)
+        out["bound_images_per_s"] = min(out["cpu_side"]["images_per_s"], out["gpu_side"]["images_per_s"])
+    print("GPUBENCH " + json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

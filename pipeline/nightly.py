@@ -1,0 +1,441 @@
+"""Nightly incremental cleaning: score only what is new or changed since the last committed run.
+
+Layout of ``OUT`` (any fsspec URI)::
+
+    runs/run_id=<YYYY-MM-DDTHHMMSSZ>/
+        _plan.parquet        what this run does, fixed before any scoring: every listed object
+                             that is new / changed / retry, and every deleted one, with its
+                             listing key (uri, size, mtime, etag) and its previous score
+        scores/              the scored rows (a `faceqc score` output: part files, _summary.json)
+        deleted.parquet      objects gone from the source since the last run, with their last score
+        _summary.json        the run's commit marker, written last
+    latest/quality.parquet   "latest quality per image": one row per live object, from the run
+                             that last scored it (column run_id); deleted objects leave it
+    latest/accept.txt        URIs, one a line, by verdict: what a training data loader reads
+    latest/review.txt
+    latest/reject.txt
+    latest/_view.json        the committed run the view reflects, and its counts (written last)
+
+Change key: an object is *new* when its URI is not in the view, *changed* when its size or
+ETag differs (its mtime where the store has no ETag, as on local disks), *retry* when its last
+row was a ``read_error`` (transient: the bytes were never judged), *deleted* when the view has
+it and the listing does not, and *unchanged* otherwise.  Source objects are only ever read.
+
+Resume: a run that is killed finds its ``runs/run_id=X/`` without ``_summary.json`` when it is
+started again; it keeps its frozen plan, the scoring resumes from the committed part files
+(see :mod:`pipeline.stages.write`), and the run commits as if it had never stopped.  The view
+and lists are derived from committed runs only and are brought up to date first thing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import List, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import SCHEMA_VERSION, __version__
+from .config import Config
+from .fs import atomic_writer, get_fs, invalidate, is_local, join_uri, list_names, redact
+from .models import models_for
+from .runner import OutputError, _now, _read_json, _write_json, output_schema, run_table, versions
+from .stages.listing import ETAG, EXTRA_PREFIX, list_table
+from .stages.write import SUMMARY_NAME, write_table_atomic
+
+log = logging.getLogger("faceqc")
+
+RUNS, LATEST = "runs", "latest"
+PLAN_NAME, DELETED_NAME, VIEW_NAME, VIEW_MARKER = "_plan.parquet", "deleted.parquet", "quality.parquet", "_view.json"
+VERDICT_LISTS = ("accept", "review", "reject")
+CHANGE = EXTRA_PREFIX + "change"
+RETRY_STATUSES = ("read_error",)  # the bytes were never judged: try again next night
+VIEW_RUN_KEY = b"faceqc.view.run_id"
+
+
+class NightlyError(OutputError):
+    """The nightly run cannot start (bad source / output combination, foreign run)."""
+
+
+# ------------------------------------------------------------------------------ layout
+def run_dir(out: str, run_id: str) -> str:
+    return join_uri(join_uri(out, RUNS), f"run_id={run_id}")
+
+
+def list_runs(out: str, so: dict) -> List[dict]:
+    """Every run partition, oldest first: {"run_id", "committed"}."""
+    names = [n for n in list_names(join_uri(out, RUNS), so) if n.startswith("run_id=")]
+    fs, _ = get_fs(out, so)
+    runs = []
+    for n in sorted(names):
+        rid = n.split("=", 1)[1]
+        _, p = get_fs(join_uri(run_dir(out, rid), SUMMARY_NAME), so)
+        runs.append({"run_id": rid, "committed": fs.exists(p)})
+    return runs
+
+
+def committed_runs(out: str, storage_options: Optional[dict] = None) -> List[dict]:
+    """The summaries of the committed runs, oldest first: what a reader of the history takes."""
+    so = storage_options or {}
+    out_runs = []
+    for r in list_runs(out, so):
+        if r["committed"]:
+            out_runs.append(_read_json(join_uri(run_dir(out, r["run_id"]), SUMMARY_NAME), so))
+    return [r for r in out_runs if r]
+
+
+def committed_files(out: str, storage_options: Optional[dict] = None) -> List[str]:
+    """The scored part files of committed runs only, oldest run first (a run in progress, or
+    killed and not yet resumed, has part files under runs/ too: a glob would see them)."""
+    files = []
+    for s in committed_runs(out, storage_options):
+        rdir = join_uri(run_dir(out, s["run_id"]), "scores")
+        files += [join_uri(rdir, n) for n in s.get("files", {}).get("scores", [])]
+    return files
+
+
+def _norm(uri: str) -> str:
+    if is_local(uri):
+        return os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri).rstrip("/")
+    return uri.rstrip("/")
+
+
+def _new_run_id(existing: List[str], now: Optional[float] = None) -> str:
+    t = time.time() if now is None else now
+    rid = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime(t))
+    while existing and rid <= existing[-1]:  # two runs in one second, or a clock that went back
+        t += 1
+        rid = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime(t))
+    return rid
+
+
+# ------------------------------------------------------------------------------- diff
+def view_keys(out: str, so: dict) -> pa.Table:
+    """The change-detection state: key columns of the latest view (empty on the first run)."""
+    cols = ["uri", "size", "mtime", "etag", "status", "quality", "verdict", "run_id"]
+    fs, path = get_fs(join_uri(join_uri(out, LATEST), VIEW_NAME), so)
+    try:
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            have = [c for c in cols if c in pf.schema_arrow.names]
+            t = pf.read(columns=have)
+    except FileNotFoundError:
+        t = None
+    types = {"uri": pa.string(), "size": pa.int64(), "mtime": pa.float64(), "etag": pa.string(),
+             "status": pa.string(), "quality": pa.float32(), "verdict": pa.string(), "run_id": pa.string()}
+    if t is None:
+        return pa.table({c: pa.array([], types[c]) for c in cols})
+    for c in cols:
+        if c not in t.column_names:
+            t = t.append_column(c, pa.nulls(t.num_rows, types[c]))
+    return t.select(cols).cast(pa.schema([(c, types[c]) for c in cols]))
+
+
+def diff(listing: pa.Table, state: pa.Table) -> pa.Table:
+    """The plan: one row per object that is new / changed / retry / deleted (unchanged ones are
+    left out), with its listing key and its previous score."""
+    left = listing.select(["uri", "size", "mtime", ETAG]).rename_columns(["uri", "size", "mtime", "etag"])
+    left = left.append_column("_in_listing", pa.array([True] * left.num_rows, pa.bool_()))
+    right = state.rename_columns(["uri"] + [f"prev_{c}" for c in state.column_names[1:]])
+    right = right.append_column("_in_state", pa.array([True] * right.num_rows, pa.bool_()))
+    j = left.join(right, keys="uri", join_type="full outer", use_threads=True)
+    in_l = pc.fill_null(j.column("_in_listing"), False)
+    in_s = pc.fill_null(j.column("_in_state"), False)
+    etag, prev_etag = j.column("etag"), j.column("prev_etag")
+    both_etag = pc.and_(pc.is_valid(etag), pc.is_valid(prev_etag))
+    no_etag = pc.and_(pc.is_null(etag), pc.is_null(prev_etag))
+    differs = pc.or_(
+        pc.fill_null(pc.not_equal(j.column("size"), j.column("prev_size")), True),
+        pc.if_else(both_etag, pc.fill_null(pc.not_equal(etag, prev_etag), True),
+                   pc.if_else(no_etag,
+                              pc.fill_null(pc.not_equal(j.column("mtime"), j.column("prev_mtime")), True),
+                              True)))
+    retry = pc.fill_null(pc.is_in(j.column("prev_status"), value_set=pa.array(RETRY_STATUSES)), False)
+    change = pc.if_else(
+        pc.and_(in_l, pc.invert(in_s)), "new",
+        pc.if_else(pc.and_(in_s, pc.invert(in_l)), "deleted",
+                   pc.if_else(differs, "changed", pc.if_else(retry, "retry", "unchanged"))))
+    j = j.append_column("change", change)
+    # the deleted rows keep their last known key
+    for c in ("size", "mtime", "etag"):
+        j = j.set_column(j.schema.get_field_index(c), c,
+                         pc.if_else(in_l, j.column(c), j.column(f"prev_{c}")))
+    plan = j.filter(pc.not_equal(j.column("change"), "unchanged"))
+    plan = plan.select(["uri", "size", "mtime", "etag", "change", "prev_run_id", "prev_status",
+                        "prev_quality", "prev_verdict"])
+    return plan.sort_by([("uri", "ascending")])
+
+
+def count_changes(plan: pa.Table) -> dict:
+    vc = pc.value_counts(plan.column("change")).to_pylist() if plan.num_rows else []
+    counts = {"new": 0, "changed": 0, "retry": 0, "deleted": 0}
+    counts.update({d["values"]: d["counts"] for d in vc})
+    return counts
+
+
+# ------------------------------------------------------------------------------- view
+def view_schema(run_schema: pa.Schema) -> pa.Schema:
+    fields = [f for f in run_schema if f.name != "run_id"] + [pa.field("run_id", pa.string())]
+    return pa.schema(fields, metadata=run_schema.metadata)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns (missing ones null), in its order and types."""
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            cols.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _view_run(out: str, so: dict) -> Optional[str]:
+    fs, path = get_fs(join_uri(join_uri(out, LATEST), VIEW_NAME), so)
+    try:
+        with fs.open(path, "rb") as f:
+            meta = pq.ParquetFile(f).schema_arrow.metadata or {}
+        return meta.get(VIEW_RUN_KEY, b"").decode() or None
+    except FileNotFoundError:
+        return None
+
+
+def _run_rows(out: str, run_id: str, so: dict, schema: pa.Schema):
+    """Record batches of a committed run's scored rows, with run_id, in the view's schema."""
+    rdir = run_dir(out, run_id)
+    summary = _read_json(join_uri(rdir, SUMMARY_NAME), so) or {}
+    for name in summary.get("files", {}).get("scores", []):
+        fs, path = get_fs(join_uri(join_uri(rdir, "scores"), name), so)
+        with fs.open(path, "rb") as f:
+            t = pq.read_table(f)
+        t = t.append_column("run_id", pa.array([run_id] * t.num_rows, pa.string()))
+        yield from conform(t, schema).to_batches()
+
+
+def _plan_uris(out: str, run_id: str, so: dict) -> pa.Array:
+    fs, path = get_fs(join_uri(run_dir(out, run_id), PLAN_NAME), so)
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f, columns=["uri"]).column("uri").combine_chunks()
+
+
+def refresh_view(out: str, cfg: Config, committed: List[str]) -> Optional[dict]:
+    """Bring latest/ up to date with the committed runs (oldest first); return its marker.
+
+    The view file records the run it reflects, so a job killed while refreshing it redoes only
+    what is missing; each file is replaced atomically, the marker last."""
+    so = cfg.input.storage_options
+    if not committed:
+        return None
+    latest = join_uri(out, LATEST)
+    marker = _read_json(join_uri(latest, VIEW_MARKER), so)
+    target = committed[-1]
+    if marker and marker.get("run_id") == target:
+        return marker
+    t0 = time.time()
+    current = _view_run(out, so)
+    pending = [r for r in committed if current is None or r > current]
+    vpath = join_uri(latest, VIEW_NAME)
+    if pending:
+        schema = view_schema(output_schema(cfg, pa.table({ETAG: pa.array([], pa.string()),
+                                                          CHANGE: pa.array([], pa.string())})))
+        schema = schema.with_metadata({**(schema.metadata or {}), VIEW_RUN_KEY: target.encode()})
+        drop = pa.concat_arrays([_plan_uris(out, r, so) for r in pending]) if pending else None
+        # rows scored by a later pending run replace the same URI's rows of an earlier one
+        later: dict = {}
+        for i, r in enumerate(pending):
+            later[r] = pa.concat_arrays([_plan_uris(out, q, so) for q in pending[i + 1:]]) \
+                if i + 1 < len(pending) else pa.array([], pa.string())
+        fs, path = get_fs(vpath, so)
+        with atomic_writer(vpath, so) as f:
+            writer = pq.ParquetWriter(f, schema, compression=cfg.output.compression)
+            try:
+                if current is not None:
+                    with fs.open(path, "rb") as old:
+                        for b in pq.ParquetFile(old).iter_batches(batch_size=65536):
+                            t = pa.Table.from_batches([b])
+                            t = t.filter(pc.invert(pc.is_in(t.column("uri"), value_set=drop)))
+                            if t.num_rows:
+                                writer.write_table(conform(t, schema))
+                for r in pending:
+                    for b in _run_rows(out, r, so, schema):
+                        t = pa.Table.from_batches([b])
+                        if len(later[r]):
+                            t = t.filter(pc.invert(pc.is_in(t.column("uri"), value_set=later[r])))
+                        if t.num_rows:
+                            writer.write_table(t)
+            finally:
+                writer.close()
+    # the lists, from the view
+    counts = {v: 0 for v in VERDICT_LISTS}
+    rows = 0
+    fs, path = get_fs(vpath, so)
+    writers = {}
+    try:
+        for v in VERDICT_LISTS:
+            cm = atomic_writer(join_uri(latest, f"{v}.txt"), so)
+            writers[v] = (cm, cm.__enter__())
+        with fs.open(path, "rb") as f:
+            for b in pq.ParquetFile(f).iter_batches(batch_size=65536, columns=["uri", "verdict"]):
+                uris, verdicts = b.column(0).to_pylist(), b.column(1).to_pylist()
+                rows += len(uris)
+                for v in VERDICT_LISTS:
+                    sel = [u for u, w in zip(uris, verdicts) if w == v]
+                    counts[v] += len(sel)
+                    if sel:
+                        writers[v][1].write(("\n".join(sel) + "\n").encode("utf-8", "surrogatepass"))
+    except BaseException as e:
+        for cm, _ in writers.values():
+            try:
+                cm.__exit__(type(e), e, e.__traceback__)
+            except BaseException:  # noqa: BLE001 - the original error is the one to raise
+                pass
+        raise
+    for cm, _ in writers.values():
+        cm.__exit__(None, None, None)
+    marker = {"run_id": target, "rows": rows, "verdict_counts": counts, "updated_at": _now(),
+              "view": VIEW_NAME, "lists": {v: f"{v}.txt" for v in VERDICT_LISTS},
+              "seconds": round(time.time() - t0, 3)}
+    _write_json(join_uri(latest, VIEW_MARKER), marker, so)
+    invalidate(out, so)
+    return marker
+
+
+# -------------------------------------------------------------------------------- run
+def nightly(source: str, out: str, cfg: Config, address: Optional[str] = None, progress: bool = True,
+            now: Optional[float] = None) -> dict:
+    """One nightly run of ``source`` into ``out`` (or the resumption of an unfinished one)."""
+    t0 = time.time()
+    so = cfg.input.storage_options
+    src, dst = _norm(source), _norm(out)
+    if dst == src or dst.startswith(src + "/") or src.startswith(dst + "/"):
+        raise NightlyError(f"--out {out} and --source {source} overlap: the output must lie outside "
+                           f"the source prefix (and the other way round)")
+    fs, path = get_fs(out, so)
+    try:
+        fs.makedirs(path, exist_ok=True)
+    except Exception as e:  # noqa: BLE001
+        raise NightlyError(redact(f"output {out} is not usable: {type(e).__name__}: {e}", so)) from e
+    runs = list_runs(out, so)
+    committed = [r["run_id"] for r in runs if r["committed"]]
+    refresh_view(out, cfg, committed)  # a job killed between commit and view update
+
+    pending = [r["run_id"] for r in runs if not r["committed"] and (not committed or r["run_id"] > committed[-1])]
+    plan = header = None
+    run_id = None
+    if pending:
+        run_id = pending[-1]
+        fs_p, p = get_fs(join_uri(run_dir(out, run_id), PLAN_NAME), so)
+        try:
+            with fs_p.open(p, "rb") as f:
+                plan = pq.read_table(f)
+            header = json.loads((plan.schema.metadata or {}).get(b"faceqc.nightly", b"{}"))
+        except FileNotFoundError:
+            plan = None  # killed before its plan was written: plan it afresh
+        if plan is not None and _norm(header.get("source", "")) != src:
+            raise NightlyError(f"{run_dir(out, run_id)} is an unfinished run of source {header.get('source')}, "
+                               f"not {source}; finish it with that source or remove it")
+        if plan is not None:
+            log.info("resuming unfinished nightly run %s", run_id)
+    t_list = t_diff = 0.0
+    if plan is None:
+        t = time.time()
+        list_stats: dict = {}
+        listing = list_table(source, so, cfg.input.extensions, list_stats)
+        t_list = time.time() - t
+        t = time.time()
+        state = view_keys(out, so)
+        plan = diff(listing, state)
+        t_diff = time.time() - t
+        run_id = run_id or _new_run_id([r["run_id"] for r in runs], now)
+        header = {"source": source, "run_id": run_id, "base_run_id": committed[-1] if committed else None,
+                  "listed": listing.num_rows, "known": state.num_rows, "changes": count_changes(plan),
+                  "skipped_by_extension": list_stats.get("skipped_by_extension", 0),
+                  "planned_at": _now(), "seconds": {"listing": round(t_list, 3), "diff": round(t_diff, 3)}}
+        del listing, state
+        plan = plan.replace_schema_metadata({b"faceqc.nightly": json.dumps(header).encode()})
+        write_table_atomic(join_uri(run_dir(out, run_id), PLAN_NAME), plan, so)
+        log.info("nightly run %s: %s", run_id, header["changes"])
+    rdir = run_dir(out, run_id)
+
+    # score what is new, changed or to retry
+    todo = plan.filter(pc.not_equal(plan.column("change"), "deleted"))
+    table = pa.table({"uri": todo.column("uri"), "size": todo.column("size"), "mtime": todo.column("mtime"),
+                      ETAG: todo.column("etag"), CHANGE: todo.column("change")})
+    scores = join_uri(rdir, "scores")
+    score_summary = _read_json(join_uri(scores, SUMMARY_NAME), so)
+    if score_summary is None:
+        score_summary = run_table(table, scores, cfg, address=address, progress=progress,
+                                  header={"inputs": [source]})
+    if score_summary.get("error"):
+        raise RuntimeError(f"nightly run {run_id}: {score_summary['error']}; start it again to finish it")
+
+    # record what was deleted, with its last score
+    deleted = plan.filter(pc.equal(plan.column("change"), "deleted"))
+    deleted_file = None
+    if deleted.num_rows:
+        rec = pa.table({"uri": deleted.column("uri"), "size": deleted.column("size"),
+                        "mtime": deleted.column("mtime"), "etag": deleted.column("etag"),
+                        "deleted_in_run": pa.array([run_id] * deleted.num_rows, pa.string()),
+                        "last_run_id": deleted.column("prev_run_id"), "last_status": deleted.column("prev_status"),
+                        "last_quality": deleted.column("prev_quality"), "last_verdict": deleted.column("prev_verdict")})
+        write_table_atomic(join_uri(rdir, DELETED_NAME), rec, so)
+        deleted_file = DELETED_NAME
+
+    summary = {
+        "faceqc_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "kind": "nightly",
+        "run_id": run_id,
+        "source": source,
+        "output": out,
+        "base_run_id": header.get("base_run_id"),
+        "started_at": header.get("planned_at"),
+        "finished_at": _now(),
+        "listed": header.get("listed"),
+        "changes": header.get("changes"),
+        "unchanged": (header.get("listed") or 0) - sum(v for k, v in header.get("changes", {}).items() if k != "deleted"),
+        "skipped_by_extension": header.get("skipped_by_extension", 0),
+        "rows": score_summary["rows"],
+        "status_counts": score_summary["status_counts"],
+        "verdict_counts": score_summary["verdict_counts"],
+        "files": {"plan": PLAN_NAME, "scores": [f"{n}" for n in score_summary["files"]],
+                  "scores_dir": "scores", "deleted": deleted_file},
+        "resume": score_summary.get("resume"),
+        "seconds": {**header.get("seconds", {}), "scoring": score_summary["seconds"]["pipeline"],
+                    "total_this_attempt": round(time.time() - t0, 3)},
+        "images_per_second": score_summary.get("images_per_second"),
+        "profile": cfg.profile,
+        "config": cfg.to_dict(redact=True),
+        "versions": versions(),
+        "models": [m.as_dict() for m in models_for(cfg)],
+    }
+    _write_json(join_uri(rdir, SUMMARY_NAME), summary, so)  # the commit
+    t = time.time()
+    marker = refresh_view(out, cfg, committed + [run_id])
+    summary["view"] = marker
+    summary["seconds"]["view"] = round(time.time() - t, 3)
+    return summary
+
+
+def summary_text(s: dict) -> str:
+    c = s.get("changes") or {}
+    lines = [f"faceqc nightly {s['run_id']}: {s['source']} -> {s['output']}",
+             f"  listed {s['listed']}: new {c.get('new', 0)}, changed {c.get('changed', 0)}, "
+             f"retry {c.get('retry', 0)}, deleted {c.get('deleted', 0)}, unchanged {s['unchanged']}",
+             f"  scored {s['rows']} in {s['seconds']['scoring']} s"
+             + (f" ({s['images_per_second']} images/s)" if s.get("images_per_second") else ""),
+             "  status : " + (", ".join(f"{k} {v}" for k, v in sorted(s["status_counts"].items())) or "-")]
+    v = s.get("view") or {}
+    if v:
+        vc = v.get("verdict_counts", {})
+        lines.append(f"  latest view: {v.get('rows')} images; accept {vc.get('accept', 0)}, "
+                     f"review {vc.get('review', 0)}, reject {vc.get('reject', 0)}")
+    r = s.get("resume") or {}
+    if r.get("attempt", 1) > 1:
+        lines.append(f"  resumed (attempt {r['attempt']}): {r['rows_already_committed']} rows were already committed")
+    return "\n".join(lines)

@@ -1,0 +1,577 @@
+"""`faceqc report OUT --html FILE`: one static HTML file that shows what a run decided.
+
+Everything is in the one file and works offline: thumbnails are small JPEG data URIs with the
+face box drawn on them, plots are inline SVG made here, there is no JavaScript at all (a
+Content-Security-Policy forbids scripts and any fetch), and every string that comes from the
+data — file names come from users' buckets — goes through :func:`html.escape`.
+
+Sections: run (counts by status and verdict, throughput), distributions (histograms of
+``quality`` and of every component), quality against face size and against yaw, galleries
+(best, worst, borderline around the accept and review thresholds, one per reason), settings.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .config import Config, load_config
+from .fs import get_fs, join_uri
+from .schema import COMPONENTS, STATUSES, VERDICTS
+from .stages.listing import InputError
+from .stages.write import SUMMARY_NAME
+
+VERDICT_COLOURS = {"accept": "#2e7d32", "review": "#e0a100", "reject": "#c62828"}
+NO_FACE_COLOUR = "#8a8a8a"
+BAR_COLOUR = "#3b6ea5"
+THUMB_SIDE = 160
+SCATTER_MAX_POINTS = 3000
+
+
+def esc(value) -> str:
+    """Escape any value for HTML text and attribute values (quotes included)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+# ---------------------------------------------------------------- reading a run
+def read_run(out: str, storage_options: Optional[dict] = None) -> Tuple[pa.Table, Optional[dict]]:
+    """The rows of a ``faceqc score`` output and its ``_summary.json`` (None for an unfinished
+    run, whose ``part-*.parquet`` files are read as found)."""
+    fs, path = get_fs(out, storage_options)
+    try:
+        if not fs.isdir(path):
+            raise InputError(f"results not found: {out} is not a directory written by 'faceqc score --out'")
+        summary = None
+        spath = join_uri(path, SUMMARY_NAME)
+        if fs.exists(spath):
+            with fs.open(spath, "rb") as f:
+                summary = json.loads(f.read().decode())
+        if summary is not None and summary.get("files"):
+            files = [join_uri(path, name) for name in summary["files"]]
+        else:
+            files = sorted(fs.glob(join_uri(path, "part-*.parquet")))
+        if not files:
+            raise InputError(f"results {out} hold no part-*.parquet files")
+        tables = []
+        for p in files:
+            with fs.open(p, "rb") as f:
+                tables.append(pq.read_table(f))
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - unreadable summary or Parquet, permissions, ...
+        raise InputError(f"cannot read results {out}: {type(e).__name__}: {e}") from e
+    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    return table, summary
+
+
+def run_profile(table: pa.Table, summary: Optional[dict]) -> Optional[str]:
+    """The profile a run used (from its summary, else from the Parquet metadata)."""
+    if summary and summary.get("profile"):
+        return summary["profile"]
+    meta = table.schema.metadata or {}
+    p = meta.get(b"faceqc.profile")
+    return p.decode() if p else None
+
+
+def _np(arr) -> np.ndarray:
+    """A float numpy array from an Arrow array; nulls become NaN."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return np.asarray(pc.fill_null(arr.cast(pa.float64()), float("nan")).to_numpy(zero_copy_only=False), float)
+
+
+def primary_faces(table: pa.Table) -> pa.Array:
+    """The primary face struct of every row (null where there is none), without a Python loop."""
+    faces = table.column("faces").combine_chunks()
+    prim = table.column("primary_face").combine_chunks()
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(faces), 0).to_numpy(zero_copy_only=False), np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    p = np.asarray(pc.fill_null(prim, -1).to_numpy(zero_copy_only=False), np.int64)
+    valid = (p >= 0) & (p < lengths)
+    idx = pa.array(np.where(valid, starts + np.maximum(p, 0), 0), mask=~valid)
+    flat = pc.list_flatten(faces)
+    if len(flat) == 0:
+        return pa.nulls(len(table), faces.type.value_type)
+    return pc.take(flat, idx)
+
+
+def _face_field(pf: pa.Array, *path: str) -> np.ndarray:
+    """A numeric field of the primary faces as floats (NaN where absent, e.g. a component an
+    older run did not have)."""
+    arr, typ = pf, pf.type
+    for name in path:
+        if not pa.types.is_struct(typ) or typ.get_field_index(name) < 0:
+            return np.full(len(pf), np.nan)
+        arr = pc.struct_field(arr, name)
+        typ = typ.field(name).type
+    return _np(arr)
+
+
+# ---------------------------------------------------------------- SVG plots
+def _fmt_num(v: float) -> str:
+    if v == 0:
+        return "0"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 10:
+        return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
+    return f"{v:.2g}"
+
+
+def svg_histogram(values: np.ndarray, lo: float, hi: float, bins: int, title: str, xlabel: str = "",
+                  marks: Sequence[Tuple[float, str, str]] = (), bar_colour=BAR_COLOUR,
+                  width: int = 300, height: int = 170, note: str = "") -> str:
+    """A histogram of the finite ``values`` in [lo, hi]; ``marks`` are (x, label, colour) lines.
+    When one bin towers over the rest (e.g. 100 on a flat-topped component) the axis is cut and
+    that bar is labelled with its count."""
+    v = values[np.isfinite(values)]
+    counts, edges = np.histogram(np.clip(v, lo, hi), bins=bins, range=(lo, hi))
+    ml, mr, mt, mb = 34, 14, 22, 30
+    pw, ph = width - ml - mr, height - mt - mb
+    srt = np.sort(counts)
+    ymax = float(srt[-1]) if len(srt) else 0.0
+    if len(srt) > 1 and srt[-1] > 4 * max(srt[-2], 1):
+        ymax = 1.5 * max(float(srt[-2]), 1.0)
+    ymax = max(ymax, 1.0)
+    out = [f'<svg class="plot" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+           f'role="img" aria-label="{esc(title)}"><title>{esc(title)}</title>',
+           f'<text x="{ml}" y="14" class="pt">{esc(title)}</text>']
+    if note:
+        out.append(f'<text x="{width - mr}" y="14" class="pn" text-anchor="end">{esc(note)}</text>')
+    out.append(f'<line x1="{ml}" y1="{mt + ph}" x2="{ml + pw}" y2="{mt + ph}" class="ax"/>'
+               f'<line x1="{ml}" y1="{mt}" x2="{ml}" y2="{mt + ph}" class="ax"/>')
+    bw = pw / bins
+    colours = bar_colour if callable(bar_colour) else (lambda _x: bar_colour)
+    for i, c in enumerate(counts):
+        if c == 0:
+            continue
+        h = min(1.0, c / ymax) * ph
+        x = ml + i * bw
+        centre = 0.5 * (edges[i] + edges[i + 1])
+        out.append(f'<rect x="{x + 0.5:.1f}" y="{mt + ph - h:.1f}" width="{max(bw - 1, 0.5):.1f}" '
+                   f'height="{h:.1f}" fill="{colours(centre)}"><title>{_fmt_num(edges[i])}–'
+                   f'{_fmt_num(edges[i + 1])}: {int(c)}</title></rect>')
+        if c > ymax:  # cut bar: say how tall it is, beside the bar on the side with room
+            right = x + bw / 2 > ml + pw / 2
+            out.append(f'<text x="{x - 2 if right else x + bw + 2:.1f}" y="{mt + 9}" class="pn" '
+                       f'text-anchor="{"end" if right else "start"}">{int(c)}</text>')
+    for x, label, colour in marks:
+        if lo <= x <= hi:
+            px = ml + (x - lo) / (hi - lo) * pw
+            out.append(f'<line x1="{px:.1f}" y1="{mt}" x2="{px:.1f}" y2="{mt + ph}" stroke="{colour}" '
+                       f'stroke-dasharray="3,2"/><text x="{px + 2:.1f}" y="{mt + 8}" class="pn" '
+                       f'fill="{colour}">{esc(label)}</text>')
+    for t in np.linspace(lo, hi, 5):
+        px = ml + (t - lo) / (hi - lo) * pw
+        out.append(f'<text x="{px:.1f}" y="{mt + ph + 12}" class="pl" text-anchor="middle">{_fmt_num(t)}</text>')
+    out.append(f'<text x="{ml - 3}" y="{mt + 4}" class="pl" text-anchor="end">{int(round(ymax))}</text>'
+               f'<text x="{ml - 3}" y="{mt + ph}" class="pl" text-anchor="end">0</text>')
+    if xlabel:
+        out.append(f'<text x="{ml + pw / 2}" y="{height - 3}" class="pl" text-anchor="middle">{esc(xlabel)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def svg_scatter(x: np.ndarray, y: np.ndarray, colours: Sequence[str], xlim: Tuple[float, float],
+                ylim: Tuple[float, float], title: str, xlabel: str, ylabel: str, xlog: bool = False,
+                hlines: Sequence[Tuple[float, str, str]] = (), xticks: Sequence[float] = (),
+                width: int = 560, height: int = 300, note: str = "") -> str:
+    ml, mr, mt, mb = 40, 16, 22, 34
+    pw, ph = width - ml - mr, height - mt - mb
+    f = (lambda v: np.log10(np.maximum(v, 1e-9))) if xlog else (lambda v: v)
+    x0, x1 = f(np.float64(xlim[0])), f(np.float64(xlim[1]))
+
+    def sx(v):
+        return ml + (f(np.float64(v)) - x0) / (x1 - x0) * pw
+
+    def sy(v):
+        return mt + ph - (v - ylim[0]) / (ylim[1] - ylim[0]) * ph
+
+    out = [f'<svg class="plot" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+           f'role="img" aria-label="{esc(title)}"><title>{esc(title)}</title>',
+           f'<text x="{ml}" y="14" class="pt">{esc(title)}</text>']
+    if note:
+        out.append(f'<text x="{width - mr}" y="14" class="pn" text-anchor="end">{esc(note)}</text>')
+    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="frame"/>')
+    for yv, label, colour in hlines:
+        py = sy(yv)
+        out.append(f'<line x1="{ml}" y1="{py:.1f}" x2="{ml + pw}" y2="{py:.1f}" stroke="{colour}" '
+                   f'stroke-dasharray="4,3"/><text x="{ml + pw - 2}" y="{py - 2:.1f}" class="pn" '
+                   f'text-anchor="end" fill="{colour}">{esc(label)}</text>')
+    for t in xticks:
+        px = sx(t)
+        out.append(f'<line x1="{px:.1f}" y1="{mt + ph}" x2="{px:.1f}" y2="{mt + ph + 3}" class="ax"/>'
+                   f'<text x="{px:.1f}" y="{mt + ph + 13}" class="pl" text-anchor="middle">{_fmt_num(t)}</text>')
+    for t in np.linspace(ylim[0], ylim[1], 5):
+        out.append(f'<text x="{ml - 3}" y="{sy(t) + 3:.1f}" class="pl" text-anchor="end">{_fmt_num(t)}</text>')
+    xs = np.clip(x, xlim[0], xlim[1])
+    for xv, yv, col in zip(xs, y, colours):
+        out.append(f'<circle cx="{sx(xv):.1f}" cy="{sy(yv):.1f}" r="2.6" fill="{col}" fill-opacity="0.7"/>')
+    out.append(f'<text x="{ml + pw / 2}" y="{height - 4}" class="pl" text-anchor="middle">{esc(xlabel)}</text>'
+               f'<text x="10" y="{mt + ph / 2}" class="pl" text-anchor="middle" '
+               f'transform="rotate(-90 10 {mt + ph / 2})">{esc(ylabel)}</text></svg>')
+    return "".join(out)
+
+
+def svg_stacked_bar(parts: Sequence[Tuple[str, int, str]], width: int = 560, height: int = 26) -> str:
+    total = sum(n for _, n, _ in parts) or 1
+    out = [f'<svg class="plot" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+           f'aria-label="verdicts">']
+    x = 0.0
+    for label, n, colour in parts:
+        w = n / total * width
+        if w <= 0:
+            continue
+        out.append(f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="{height}" fill="{colour}">'
+                   f'<title>{esc(label)}: {n}</title></rect>')
+        if w > 60:
+            out.append(f'<text x="{x + 6:.1f}" y="{height / 2 + 4}" class="bar-label">{esc(label)} {n}</text>')
+        x += w
+    out.append("</svg>")
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- thumbnails
+def thumbnail(img: np.ndarray, faces: Sequence[dict], primary: Optional[int], colour: str,
+              side: int = THUMB_SIDE) -> str:
+    """A JPEG data URI of the region around the primary face (the whole image when there is
+    none), at most ``side`` pixels, with every face box drawn (the primary one thicker)."""
+    import cv2
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    a, b, c, d = 0, 0, w, h
+    if primary is not None and faces and 0 <= primary < len(faces) and faces[primary].get("bbox"):
+        x1, y1, x2, y2 = faces[primary]["bbox"]
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        half = max(8.0, 1.1 * max(x2 - x1, y2 - y1))
+        a, b = int(max(0, cx - half)), int(max(0, cy - half))
+        c, d = int(min(w, math.ceil(cx + half))), int(min(h, math.ceil(cy + half)))
+        if c - a < 2 or d - b < 2:
+            a, b, c, d = 0, 0, w, h
+    crop = img[b:d, a:c]
+    s = side / max(crop.shape[:2])
+    size = (max(1, int(round(crop.shape[1] * s))), max(1, int(round(crop.shape[0] * s))))
+    small = np.ascontiguousarray(cv2.resize(crop, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR))
+    rgb = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    for j, f in enumerate(faces or []):
+        if not f.get("bbox"):
+            continue
+        x1, y1, x2, y2 = f["bbox"]
+        p1 = (int(round((x1 - a) * s)), int(round((y1 - b) * s)))
+        p2 = (int(round((x2 - a) * s)), int(round((y2 - b) * s)))
+        if j == primary:
+            cv2.rectangle(small, p1, p2, rgb, 2)
+        else:
+            cv2.rectangle(small, p1, p2, (230, 230, 230), 1)
+    buf = io.BytesIO()
+    Image.fromarray(small).save(buf, "JPEG", quality=82)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class Thumbnails:
+    """Reads each source image at most once; a file that cannot be read any more gets a note."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.cache: Dict[str, Tuple[Optional[str], str]] = {}
+
+    def get(self, row: dict) -> Tuple[Optional[str], str]:
+        from .stages.decode import DecodeFailure, decode_image, read_file
+
+        uri = row["uri"]
+        if uri in self.cache:
+            return self.cache[uri]
+        if row["status"] in ("read_error", "decode_error", "too_large"):
+            res = (None, row["status"])
+        else:
+            try:
+                img = decode_image(read_file(uri, self.cfg), self.cfg.decode.max_pixels)
+                res = (thumbnail(img, row.get("faces") or [], row.get("primary_face"),
+                                 VERDICT_COLOURS.get(row["verdict"], NO_FACE_COLOUR)), "")
+            except DecodeFailure as e:
+                res = (None, f"image not available: {e}")
+            except Exception as e:  # noqa: BLE001 - the report is built whatever one file does
+                res = (None, f"image not available: {type(e).__name__}: {e}")
+        self.cache[uri] = res
+        return res
+
+
+# ---------------------------------------------------------------- cards and galleries
+def _short_name(uri: str) -> str:
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    return name or uri
+
+
+def card(row: dict, thumbs: Thumbnails) -> str:
+    src, note = thumbs.get(row)
+    verdict = row["verdict"]
+    colour = VERDICT_COLOURS.get(verdict, NO_FACE_COLOUR)
+    name = _short_name(row["uri"])
+    q = row["quality"]
+    parts = [f'<figure class="card" title="{esc(row["uri"])}">']
+    if src:
+        parts.append(f'<img class="thumb" src="{src}" alt="{esc(name)}">')
+    else:
+        parts.append(f'<div class="thumb missing">{esc(note or row["status"])}</div>')
+    qtext = f"{q:.1f}" if q is not None else "–"
+    parts.append(f'<figcaption><div class="name">{esc(name)}</div>'
+                 f'<div><span class="badge" style="background:{colour}">{esc(verdict)}</span> '
+                 f'<b>Q {qtext}</b></div>')
+    if row["reasons"]:
+        parts.append(f'<div class="reasons">{esc(", ".join(row["reasons"]))}</div>')
+    if row["status"] != "ok" and row.get("error"):
+        err = row["error"] if len(row["error"]) <= 160 else row["error"][:157] + "..."
+        parts.append(f'<div class="err">{esc(err)}</div>')
+    p = row.get("primary_face")
+    faces = row.get("faces") or []
+    if p is not None and 0 <= p < len(faces):
+        comps = [(s, k) for k, s in (faces[p].get("components") or {}).items() if s is not None]
+        comps.sort(key=lambda t: (t[0], t[1]))
+        rows = []
+        for s, k in comps:
+            col = VERDICT_COLOURS["accept"] if s >= 90 else VERDICT_COLOURS["review"] if s >= 70 else VERDICT_COLOURS["reject"]
+            rows.append(f'<tr><td>{esc(k)}</td><td class="cb"><span style="width:{max(1.0, s):.0f}%;'
+                        f'background:{col}"></span></td><td class="cv">{s:.0f}</td></tr>')
+        parts.append('<table class="comps">' + "".join(rows) + "</table>")
+    parts.append("</figcaption></figure>")
+    return "".join(parts)
+
+
+def gallery(section_id: str, title: str, subtitle: str, rows: List[dict], thumbs: Thumbnails) -> str:
+    body = "".join(card(r, thumbs) for r in rows) or '<p class="empty">no images</p>'
+    return (f'<section class="gallery" id="{esc(section_id)}"><h3>{esc(title)}</h3>'
+            f'<p class="sub">{esc(subtitle)}</p><div class="cards">{body}</div></section>')
+
+
+# ---------------------------------------------------------------- the page
+CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d1d1f;background:#f6f7f9}
+header{background:#1f2a37;color:#fff;padding:16px 24px}header h1{margin:0 0 4px;font-size:22px}
+header .meta{color:#c9d3de;font-size:13px;word-break:break-all}
+nav{padding:8px 24px;background:#e9edf2;font-size:13px}nav a{margin-right:14px;color:#1f4e85}
+main{padding:8px 24px 40px}section{margin:18px 0}h2{font-size:18px;border-bottom:2px solid #d5dbe2;padding-bottom:4px}
+h3{font-size:15px;margin:14px 0 2px}.sub{color:#5b6570;margin:0 0 8px;font-size:12px}
+.warn{background:#fff3cd;border:1px solid #e0c36a;padding:8px 12px;border-radius:4px}
+table.counts{border-collapse:collapse;margin:6px 24px 6px 0;display:inline-table;vertical-align:top}
+table.counts td,table.counts th{border-bottom:1px solid #dde2e8;padding:3px 10px;text-align:left}
+table.counts td.n{text-align:right;font-variant-numeric:tabular-nums}
+.plots{display:flex;flex-wrap:wrap;gap:10px}.plot{background:#fff;border:1px solid #dde2e8;border-radius:4px}
+.pt{font-size:12px;font-weight:600;fill:#1d1d1f}.pl{font-size:10px;fill:#5b6570}.pn{font-size:10px;fill:#5b6570}
+.ax{stroke:#8996a3;stroke-width:1}.frame{fill:none;stroke:#c5ccd4}.bar-label{font-size:12px;fill:#fff;font-weight:600}
+.cards{display:flex;flex-wrap:wrap;gap:10px}
+.card{margin:0;width:184px;background:#fff;border:1px solid #dde2e8;border-radius:6px;padding:8px;box-sizing:border-box}
+.thumb{display:block;width:160px;height:160px;object-fit:contain;background:#222;margin:0 auto 6px;border-radius:3px}
+.thumb.missing{background:#eceff3;color:#5b6570;font-size:11px;display:flex;align-items:center;justify-content:center;
+text-align:center;padding:8px;box-sizing:border-box;word-break:break-word}
+.name{font-size:12px;font-weight:600;word-break:break-all}.badge{color:#fff;border-radius:3px;padding:0 5px;font-size:11px}
+.reasons{font-size:11px;color:#7a2a2a;word-break:break-word}.err{font-size:11px;color:#5b6570;word-break:break-word}
+table.comps{width:100%;border-collapse:collapse;font-size:10px;margin-top:4px}table.comps td{padding:0 2px}
+td.cb{width:60px}td.cb span{display:block;height:7px;border-radius:2px}td.cv{text-align:right;width:22px}
+.empty{color:#5b6570}details pre{background:#fff;border:1px solid #dde2e8;padding:8px;overflow:auto;font-size:12px}
+"""
+
+
+def _counts_table(title: str, counts: Dict[str, int], total: int, colours: Dict[str, str]) -> str:
+    rows = "".join(
+        f'<tr><td><span class="badge" style="background:{colours.get(k, NO_FACE_COLOUR)}">&nbsp;</span> {esc(k)}</td>'
+        f'<td class="n">{n}</td><td class="n">{100.0 * n / max(total, 1):.1f}%</td></tr>'
+        for k, n in counts.items())
+    return f'<table class="counts"><tr><th>{esc(title)}</th><th>images</th><th>share</th></tr>{rows}</table>'
+
+
+def _ordered_counts(column, order: Sequence[str]) -> Dict[str, int]:
+    vc = pc.value_counts(pc.fill_null(column, "null")).to_pylist()
+    c = {d["values"]: int(d["counts"]) for d in vc}
+    keys = [k for k in order if k in c] + sorted(k for k in c if k not in order)
+    return {k: c[k] for k in keys}
+
+
+def rows_by_reason(table: pa.Table) -> Dict[str, np.ndarray]:
+    """reason -> the (unique, sorted) indices of the rows that give it; vectorised."""
+    col = table.column("reasons").combine_chunks()
+    flat = pc.list_flatten(col)
+    if len(flat) == 0:
+        return {}
+    parents = np.asarray(pc.list_parent_indices(col).to_numpy(zero_copy_only=False), np.int64)
+    enc = pc.dictionary_encode(pc.fill_null(flat, "null")).combine_chunks() if isinstance(flat, pa.ChunkedArray) \
+        else pc.dictionary_encode(pc.fill_null(flat, "null"))
+    codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64)
+    names = enc.dictionary.to_pylist()
+    return {name: np.unique(parents[codes == c]) for c, name in enumerate(names)}
+
+
+def build_report(table: pa.Table, summary: Optional[dict], cfg: Config, source: str = "",
+                 per_gallery: int = 12) -> Tuple[str, dict]:
+    """The report's HTML and a few facts about it (rows, thumbnails, galleries)."""
+    n = table.num_rows
+    fuse = (summary or {}).get("config", {}).get("fuse") or {}
+    accept = float(fuse.get("accept", cfg.fuse.accept))
+    review = float(fuse.get("review", cfg.fuse.review))
+    quality = _np(table.column("quality"))
+    pf = primary_faces(table)
+    has_face = np.asarray(pf.is_valid().to_numpy(zero_copy_only=False), bool) if len(pf) else np.zeros(0, bool)
+    comps = {k: _face_field(pf, "components", k) for k in COMPONENTS}
+    inter_eye = _face_field(pf, "inter_eye_px")
+    yaw = _face_field(pf, "yaw")
+    thumbs = Thumbnails(cfg)
+    facts = {"rows": n, "galleries": []}
+
+    def verdict_colour(qv: float) -> str:
+        return VERDICT_COLOURS["accept" if qv >= accept else "review" if qv >= review else "reject"]
+
+    marks = [(accept, f"accept {accept:g}", VERDICT_COLOURS["accept"]),
+             (review, f"review {review:g}", VERDICT_COLOURS["review"])]
+
+    # --- run
+    s = summary or {}
+    status_counts = _ordered_counts(table.column("status"), STATUSES)
+    verdict_counts = _ordered_counts(table.column("verdict"), VERDICTS)
+    secs = s.get("seconds") or {}
+    ips = s.get("images_per_second")
+    thr = (f"{ips:g} images/s over {secs.get('pipeline', float('nan')):g} s of pipeline time "
+           f"({secs.get('total', float('nan')):g} s in total)" if ips else "not recorded")
+    run_html = [
+        '<section id="run"><h2>Run</h2>',
+        '' if summary else '<p class="warn">No _summary.json: this run did not finish (or is still being '
+                           'written); the Parquet files found so far are shown.</p>',
+        f'<p><b>{n}</b> images · throughput: {esc(thr)} · profile <b>{esc(s.get("profile") or cfg.profile)}</b>'
+        f' · faceqc {esc(s.get("faceqc_version", ""))} · finished {esc(s.get("finished_at", "–"))}</p>',
+        _counts_table("status", status_counts, n, {"ok": VERDICT_COLOURS["accept"]}),
+        _counts_table("verdict", verdict_counts, n, VERDICT_COLOURS),
+        "<div>" + svg_stacked_bar([(k, verdict_counts.get(k, 0), VERDICT_COLOURS[k]) for k in VERDICTS]) + "</div>",
+        f'<p class="sub">accept when quality ≥ {accept:g}, review when ≥ {review:g}, else reject; rows '
+        f'without a usable face are rejected with their status as the reason.</p>',
+        "</section>",
+    ]
+
+    # --- distributions
+    hist = [svg_histogram(quality, 0, 100, 20, "quality", "quality (0–100)", marks=marks, bar_colour=verdict_colour,
+                          width=420, height=200, note=f"{int(np.isfinite(quality).sum())} faces")]
+    for k in COMPONENTS:
+        v = comps.get(k, np.zeros(0))
+        m = int(np.isfinite(v).sum())
+        hist.append(svg_histogram(v, 0, 100, 20, k, "score (0–100)", note=f"{m} measured" if m else "not measured"))
+    dist_html = ('<section id="distributions"><h2>Distributions</h2><p class="sub">quality of the primary face '
+                 'and each of its component scores; a cut bar is labelled with its count.</p>'
+                 f'<div class="plots">{"".join(hist)}</div></section>')
+
+    # --- quality against face size and yaw
+    rng = np.random.default_rng(0)
+    ok = np.flatnonzero(np.isfinite(quality) & has_face)
+    shown = ok if len(ok) <= SCATTER_MAX_POINTS else np.sort(rng.choice(ok, SCATTER_MAX_POINTS, replace=False))
+    note = f"{len(shown)} of {len(ok)} faces" if len(shown) < len(ok) else f"{len(ok)} faces"
+    cols = [verdict_colour(quality[i]) for i in shown]
+    hl = [(accept, f"accept {accept:g}", VERDICT_COLOURS["accept"]), (review, f"review {review:g}", VERDICT_COLOURS["review"])]
+    iex = inter_eye[shown]
+    size_plot = svg_scatter(iex, quality[shown], cols, (4, 1000), (0, 100), "quality vs face size",
+                            "inter-eye distance (px, log scale)", "quality", xlog=True, hlines=hl,
+                            xticks=(4, 12, 24, 48, 100, 250, 1000), note=note)
+    yaw_plot = svg_scatter(yaw[shown], quality[shown], cols, (-90, 90), (0, 100), "quality vs yaw",
+                           "yaw (degrees; > 0: nose towards the image left)", "quality", hlines=hl,
+                           xticks=(-90, -60, -40, -20, 0, 20, 40, 60, 90), note=note)
+    scatter_html = (f'<section id="relations"><h2>Quality against face size and yaw</h2>'
+                    f'<div class="plots">{size_plot}{yaw_plot}</div></section>')
+
+    # --- galleries
+    k = max(1, int(per_gallery))
+    scored = np.flatnonzero(np.isfinite(quality))
+    best = scored[np.argsort(-quality[scored], kind="stable")][:k]
+    worst = scored[np.argsort(quality[scored], kind="stable")][:k]
+    near_a = scored[np.argsort(np.abs(quality[scored] - accept), kind="stable")][:k]
+    near_r = scored[np.argsort(np.abs(quality[scored] - review), kind="stable")][:k]
+    galleries = [
+        ("gallery-best", "Best", f"highest quality ({min(k, len(scored))} of {len(scored)} scored faces)", best),
+        ("gallery-worst", "Worst", "lowest quality among images with a face", worst),
+        ("gallery-borderline-accept", f"Borderline: near the accept threshold ({accept:g})",
+         "closest to the line between accept and review", near_a),
+        ("gallery-borderline-review", f"Borderline: near the review threshold ({review:g})",
+         "closest to the line between review and reject", near_r),
+    ]
+    by_reason = rows_by_reason(table)
+    reason_order = sorted(by_reason, key=lambda r: (-len(by_reason[r]), r))
+    qsort = np.where(np.isfinite(quality), quality, -1.0)
+    reason_galleries = []
+    for j, r in enumerate(reason_order):
+        idx = by_reason[r]
+        idx = idx[np.argsort(qsort[idx], kind="stable")][:k]
+        reason_galleries.append((f"gallery-reason-{j}", f"Reason: {r}",
+                                 f"{len(by_reason[r])} images; the {len(idx)} lowest quality shown", idx, r))
+    # one take for every gallery: a take on a table of many chunks costs per call
+    wanted = sorted({int(i) for g in galleries for i in g[3]} | {int(i) for g in reason_galleries for i in g[3]})
+    picked = dict(zip(wanted, table.take(pa.array(wanted, pa.int64())).to_pylist())) if wanted else {}
+
+    def rows_at(idx) -> List[dict]:
+        return [picked[int(i)] for i in idx]
+
+    gal_html = ['<section id="galleries"><h2>Galleries</h2><p class="sub">Each thumbnail shows the region '
+                'around the judged face with its box (coloured by verdict; other faces in grey) and the face\'s '
+                'component scores, lowest first. Hover a card for the full URI.</p>']
+    for gid, title, sub, idx in galleries:
+        gal_html.append(gallery(gid, title, sub, rows_at(idx), thumbs))
+        facts["galleries"].append(gid)
+    gal_html.append('<h2 id="reasons">Galleries by reason</h2>')
+    if not reason_galleries:
+        gal_html.append('<p class="empty">no image has a reason</p>')
+    for gid, title, sub, idx, r in reason_galleries:
+        gal_html.append(gallery(gid, title, sub, rows_at(idx), thumbs))
+        facts["galleries"].append(gid)
+    gal_html.append("</section>")
+
+    # --- settings
+    settings = {"fuse": fuse or cfg.to_dict()["fuse"], "inputs": s.get("inputs"), "models": s.get("models")}
+    settings_html = ('<section id="settings"><h2>Settings</h2><details><summary>fusion settings, inputs and '
+                     'models of this run</summary><pre>'
+                     f'{esc(json.dumps(settings, indent=2, default=str))}</pre></details></section>')
+
+    nav_links = [("run", "Run"), ("distributions", "Distributions"), ("relations", "Size and yaw"),
+                 ("gallery-best", "Best"), ("gallery-worst", "Worst"), ("gallery-borderline-accept", "Borderline"),
+                 ("reasons", "By reason"), ("settings", "Settings")]
+    nav = "<nav>" + "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in nav_links) + "</nav>"
+    title = f"faceqc report — {source or s.get('output', '')}"
+    page = "".join([
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+        "style-src 'unsafe-inline'\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
+        f'<header><h1>faceqc report</h1><div class="meta">{esc(source or s.get("output", ""))} · generated '
+        f'{esc(time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()))}</div></header>',
+        nav, "<main>", "".join(run_html), dist_html, scatter_html, "".join(gal_html), settings_html,
+        "</main></body></html>\n",
+    ])
+    facts["thumbnails"] = sum(1 for v in thumbs.cache.values() if v[0])
+    facts["bytes"] = len(page.encode())
+    return page, facts
+
+
+def write_report(out: str, html_path: str, cfg: Optional[Config] = None, per_gallery: int = 12) -> dict:
+    """Read the run in ``out`` and write its report to ``html_path``; return facts about it."""
+    table, summary = read_run(out, cfg.input.storage_options if cfg else None)
+    if cfg is None:
+        cfg = load_config(profile=run_profile(table, summary))
+    page, facts = build_report(table, summary, cfg, source=out, per_gallery=per_gallery)
+    from .runner import OutputError
+
+    try:
+        d = os.path.dirname(os.path.abspath(html_path))
+        os.makedirs(d, exist_ok=True)
+        tmp = html_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.replace(tmp, html_path)
+    except OSError as e:
+        raise OutputError(f"cannot write {html_path}: {e.strerror or e}") from e
+    facts["path"] = html_path
+    return facts
