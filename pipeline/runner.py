@@ -113,17 +113,35 @@ def plan_fingerprint(table: pa.Table) -> str:
     return f"{table.num_rows}-{h.hexdigest()[:32]}"
 
 
-def _run_in_task(stage_cls, batch, cfg: Config, schema: Optional[pa.Schema] = None):
-    """Task mode: the stage instance (and its models) is built once per worker process."""
-    return stage_instance(stage_cls, cfg, schema)(batch)
+def _run_chain(stage_classes, batch, cfg: Config, schema: Optional[pa.Schema] = None):
+    """Task mode: consecutive stages with equal resources run as one Ray task, the batch passed
+    from stage to stage as it is (no conversion to a Ray block in between); each stage instance
+    (and its models) is built once per worker process."""
+    cfg_key = _cfg_key(cfg)
+    for cls in stage_classes:
+        batch = stage_instance(cls, cfg, schema if cls is FuseStage else None, cfg_key)(batch)
+    return batch
+
+
+_CFG_KEYS: dict = {}
+
+
+def _cfg_key(cfg: Config) -> str:
+    """A process-local cache of the config's identity (the same object arrives with every batch
+    of a task; serialising it per stage and batch costs measurable CPU)."""
+    hit = _CFG_KEYS.get(id(cfg))
+    if hit is None or hit[0] is not cfg:
+        if len(_CFG_KEYS) > 64:
+            _CFG_KEYS.clear()
+        hit = _CFG_KEYS[id(cfg)] = (cfg, json.dumps(cfg.to_dict(redact=False), sort_keys=True, default=str))
+    return hit[1]
 
 
 _INSTANCES: dict = {}
 
 
-def stage_instance(stage_cls, cfg: Config, schema: Optional[pa.Schema] = None) -> Stage:
-    key = (stage_cls, json.dumps(cfg.to_dict(redact=False), sort_keys=True, default=str),
-           schema.to_string() if schema is not None else None)
+def stage_instance(stage_cls, cfg: Config, schema: Optional[pa.Schema] = None, cfg_key: Optional[str] = None) -> Stage:
+    key = (stage_cls, cfg_key or _cfg_key(cfg), schema.to_string() if schema is not None else None)
     inst = _INSTANCES.get(key)
     if inst is None:
         inst = _INSTANCES[key] = _make_stage(stage_cls, cfg, schema)
@@ -160,10 +178,13 @@ def init_ray(address: Optional[str], quiet: bool = True) -> None:
 
 def block_rows(n: int, batch_size: int, cluster_cpus: float) -> int:
     """Rows per input block, which is also rows per committed part file.  Small enough that all
-    CPUs are busy from the start and that a killed run loses (and its restart redoes) at most
-    about one block per CPU: at most ~1% of the run per CPU in flight, never under 4 rows."""
-    per_cpu = -(-n // max(1, int(cluster_cpus) * 4))
-    return max(1, min(batch_size * 4, per_cpu, max(4, -(-n // 100))))
+    CPUs are busy from the start (4 blocks per CPU at least) and that a killed run loses (and
+    its restart redoes) at most ~5% of the run: one block per CPU in flight, blocks of at most
+    n / (20 x CPUs) rows, never under 4.  Large enough (up to 4 batches) that per-task overhead
+    stays small."""
+    cpus = max(1, int(cluster_cpus))
+    per_cpu = -(-n // (cpus * 4))
+    return max(1, min(batch_size * 4, per_cpu, max(4, n // (20 * cpus))))
 
 
 def extra_fields(table: pa.Table) -> List[pa.Field]:
@@ -187,18 +208,28 @@ def build_dataset(entries, cfg: Config, schema: Optional[pa.Schema] = None):
     schema = schema or output_schema(cfg, table)
     step = block_rows(table.num_rows, cfg.decode.resources.batch_size, cluster_cpus)
     ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, max(1, table.num_rows), step)])
+    from ray.data import ActorPoolStrategy
+
+    groups: list = []  # [actors?, resource key, [stage classes], map_batches kwargs]
     for cls in stage_classes():
         res = cls.resources(cfg)
         kw = res.ray_kwargs(cluster_cpus=cluster_cpus)
-        args = (cls, cfg, schema) if cls is FuseStage else (cls, cfg)
-        if "compute" in kw and type(kw["compute"]).__name__ == "ActorPoolStrategy":
+        actors = isinstance(kw.get("compute"), ActorPoolStrategy)
+        key = (res.num_cpus, res.num_gpus, str(res.concurrency))
+        if not actors and groups and not groups[-1][0] and groups[-1][1] == key:
+            groups[-1][2].append(cls)
+        else:
+            groups.append([actors, key, [cls], kw])
+    for actors, _, classes, kw in groups:
+        if actors:
+            cls = classes[0]
+            args = (cls, cfg, schema) if cls is FuseStage else (cls, cfg)
             actor_cls = type(f"{cls.__name__}Actor", (_ActorStage,), {})
             ds = ds.map_batches(actor_cls, fn_constructor_args=args, batch_format="numpy",
                                 zero_copy_batch=True, **kw)
         else:
-            fn = functools.partial(_run_in_task, cls)
-            fn.__name__ = cls.__name__  # names the operator in progress bars and stats
-            ds = ds.map_batches(fn, fn_args=args[1:], batch_format="numpy", zero_copy_batch=True, **kw)
+            fn = functools.partial(_run_chain, tuple(classes))
+            ds = ds.map_batches(fn, fn_args=(cfg, schema), batch_format="numpy", zero_copy_batch=True, **kw)
     return ds
 
 
@@ -309,12 +340,13 @@ def run_table(table: pa.Table, out: str, cfg: Config, address: Optional[str] = N
 
     schema = output_schema(cfg, table)
     result = {"rows": 0, "status": {}, "verdict": {}, "files": []}
-    t1 = time.time()
+    t1, t_ray = time.time(), 0.0
     stats = ""
     if todo.num_rows:
         import ray
 
         init_ray(address)
+        t_ray, t1 = time.time() - t1, time.time()  # a local Ray's start-up is not pipeline time
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress
         ctx.print_on_execution_start = False
@@ -353,7 +385,8 @@ def run_table(table: pa.Table, out: str, cfg: Config, address: Optional[str] = N
         "resume": {"attempt": attempt, "rows_already_committed": 0 if done is None else done.num_rows,
                    "parts_already_committed": len(done_parts), "rows_scored": result["rows"],
                    "parts_dropped": len(broken) + len(stray)},
-        "seconds": {"listing": round(t_list, 3), "pipeline": round(t_run, 3), "total": round(time.time() - t0, 3)},
+        "seconds": {"listing": round(t_list, 3), "ray_start": round(t_ray, 3), "pipeline": round(t_run, 3),
+                    "total": round(time.time() - t0, 3)},
         "images_per_second": round(todo.num_rows / t_run, 3) if t_run > 0 and todo.num_rows else None,
         "profile": cfg.profile,
         "config": cfg.to_dict(redact=True),
