@@ -50,29 +50,10 @@ def read_bytes(uri: str, storage_options: dict | None = None, max_bytes: int | N
 
 
 def write_bytes_atomic(uri: str, data: bytes, storage_options: dict | None = None) -> None:
-    """Write a whole file so that readers see either nothing (or the old file) or all of it.
-
-    Local files are written under a temporary name in the same folder and renamed; object
-    stores (S3, GCS, Azure) make a single PUT visible only once it is complete."""
-    fs, path = get_fs(uri, storage_options)
-    if is_local(uri):
-        folder = os.path.dirname(path) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        return
-    fs.pipe_file(path, data)
+    """Write a whole file so that readers see either nothing (or the old file) or all of it
+    (see :func:`atomic_writer`)."""
+    with atomic_writer(uri, storage_options) as f:
+        f.write(data)
 
 
 def invalidate(uri: str, storage_options: dict | None = None) -> None:
