@@ -102,7 +102,7 @@ def redact(text: str, storage_options: dict | None) -> str:
 
 
 @contextlib.contextmanager
-def atomic_writer(uri: str, storage_options: dict | None = None):
+def atomic_writer(uri: str, storage_options: dict | None = None, tmp_dir: str | None = None):
     """A binary file object whose contents appear at ``uri`` only if the block exits cleanly:
     a temporary file renamed into place locally; an upload completed on close on object stores
     (and aborted on error), so readers never see part of it."""
@@ -110,7 +110,9 @@ def atomic_writer(uri: str, storage_options: dict | None = None):
     if is_local(uri):
         folder = os.path.dirname(path) or "."
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+        if tmp_dir:  # e.g. a state folder, so that a killed writer leaves no litter beside the output
+            os.makedirs(tmp_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=tmp_dir or folder)
         try:
             with os.fdopen(fd, "wb") as f:
                 yield f

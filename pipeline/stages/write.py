@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import io
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, List
 
@@ -29,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from ray.data.datasource import Datasink
 
-from ..fs import get_fs, invalidate, is_local, join_uri, list_names, redact, write_bytes_atomic
+from ..fs import atomic_writer, get_fs, invalidate, is_local, join_uri, list_names, redact
 
 SUMMARY_NAME = "_summary.json"
 STATE_DIR = "_faceqc"  # resume state and temporary files; readers skip "_" folders
@@ -50,28 +48,14 @@ def _local_path(uri: str) -> str:
 
 def write_table_atomic(uri: str, table: pa.Table, storage_options: dict | None,
                        compression: str = "zstd") -> None:
-    """One Parquet file, visible whole or not at all."""
+    """One Parquet file, visible whole or not at all (local temporaries go to the state folder)."""
+    tmp_dir = None
     if is_local(uri):
-        path = _local_path(uri)
-        parent = os.path.dirname(path)
+        parent = os.path.dirname(_local_path(uri))
         tmp_dir = os.path.join(parent, "tmp") if os.path.basename(parent) == STATE_DIR \
             else os.path.join(parent, STATE_DIR, "tmp")
-        os.makedirs(tmp_dir, exist_ok=True)
-        tmp = os.path.join(tmp_dir, f"{os.path.basename(path)}.{uuid.uuid4().hex[:8]}")
-        try:
-            pq.write_table(table, tmp, compression=compression)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        return
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression=compression)
-    write_bytes_atomic(uri, buf.getvalue(), storage_options)
-
+    with atomic_writer(uri, storage_options, tmp_dir) as f:
+        pq.write_table(table, f, compression=compression)
 
 class ParquetResultSink(Datasink):
     def __init__(self, out: str, schema: pa.Schema, storage_options: dict, compression: str = "zstd"):
