@@ -84,8 +84,7 @@ class FaceDetector:
         """Faces of an RGB image: list of (bbox[4], score, points[5,2]) in source pixels."""
         h, w = img.shape[:2]
         scale = min(1.0, self.c.detect_max_side / max(h, w))
-        small = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA) if scale < 1 else img
+        small = geo.shrink(img, (max(1, round(w * scale)), max(1, round(h * scale)))) if scale < 1 else img
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         # HOG finds faces of ~80 px and more: upsample small images (x2, or x4 when tiny)
         up = 0 if max(gray.shape) >= self.c.upsample_below else (1 if max(gray.shape) >= self.c.upsample_below / 2 else 2)
@@ -171,7 +170,7 @@ def thumbnail(img: np.ndarray, side: int) -> np.ndarray:
     s = min(1.0, side / max(h, w, 1))
     if s >= 1.0:
         return img.copy()
-    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return geo.shrink(img, (max(1, round(w * s)), max(1, round(h * s))))
 
 
 class ScrfdFaces:
