@@ -58,15 +58,14 @@ def scaled_template(template: np.ndarray, size: int, margin: float) -> np.ndarra
 
 
 def shrink(img: np.ndarray, size: tuple) -> np.ndarray:
-    """Area-average ``img`` down to ``size`` = (w, h).  OpenCV's INTER_AREA is about twice as
-    fast for an integer factor, so a shrink by k >= 2 first averages k x k blocks, then area-
-    resizes the (at most 2x larger) remainder: the same box filter up to rounding, at ~60% of
-    the cost on ~1 MP images."""
+    """Area-average ``img`` down to ``size`` = (w, h).  While at least 2x too large it is halved
+    with OpenCV's bilinear resize, which at exactly half size averages each 2x2 block (a box
+    filter, SIMD-fast); the last, under-2x step is INTER_AREA.  Same box filter as one
+    INTER_AREA resize up to rounding and block alignment, at ~40% of its cost on ~1 MP images."""
     w, h = size
-    k = int(min(img.shape[1] / w, img.shape[0] / h))
-    if k >= 2:
-        iw, ih = img.shape[1] // k, img.shape[0] // k
-        img = cv2.resize(img[: ih * k, : iw * k], (iw, ih), interpolation=cv2.INTER_AREA)
+    while img.shape[1] >= 2 * w and img.shape[0] >= 2 * h:
+        ih, iw = img.shape[0] // 2, img.shape[1] // 2
+        img = cv2.resize(img[: 2 * ih, : 2 * iw], (iw, ih), interpolation=cv2.INTER_LINEAR)
     if (img.shape[1], img.shape[0]) == (w, h):
         return img
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
