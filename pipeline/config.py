@@ -71,6 +71,10 @@ class InputConfig:
 class DecodeConfig:
     max_pixels: int = 80_000_000  # decompression-bomb guard: larger images -> status too_large
     max_bytes: int = 200 * 1024 * 1024  # larger files -> status too_large, not read
+    # opencv: OpenCV (plain JPEGs) / Pillow (everything else), image by image on the CPU.
+    # torchvision: plain JPEGs batched through torchvision.io.decode_jpeg, nvJPEG on the GPU when
+    # resources.num_gpus > 0 (libjpeg-turbo on CPU otherwise); everything else as opencv.
+    backend: str = "opencv"
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1.0, batch_size=16))
 
 
@@ -104,6 +108,9 @@ class IQAConfig:
     sha256: str = ""
     pyiqa_metric: str = ""  # pyiqa only: musiq, maniqa, hyperiqa, tres, metaiqa, topiq_nr, topiq_nr-face
     model_range: Tuple[float, float] = (0.0, 1.0)  # pyiqa: model output mapped to 0 and 100
+    # pyiqa only: keyword options for the metric's network, e.g. {num_crop: 5} for hyperiqa or
+    # {test_sample: 10} for tres (fewer test-time crops: faster, a little noisier)
+    pyiqa_options: dict = field(default_factory=dict)
     whole_image: bool = True  # also score the whole-image thumbnail
     amp: bool = True  # bfloat16 autocast on CUDA
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1.0, batch_size=16))
@@ -303,5 +310,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"iqa.model_backend '{cfg.iqa.model_backend}' needs iqa.model (checkpoint path or URI)")
     if cfg.iqa.model_backend == "pyiqa" and not cfg.iqa.pyiqa_metric:
         raise ConfigError("iqa.model_backend 'pyiqa' needs iqa.pyiqa_metric (e.g. topiq_nr-face)")
+    if cfg.decode.backend not in ("opencv", "torchvision"):
+        raise ConfigError(f"decode.backend '{cfg.decode.backend}' unknown (opencv, torchvision)")
+    if cfg.decode.resources.num_gpus > 0 and cfg.decode.backend != "torchvision":
+        raise ConfigError("decode.resources.num_gpus > 0 needs decode.backend torchvision (nvJPEG); "
+                          "the opencv backend decodes on the CPU")
     if cfg.decode.max_pixels <= 0:
         raise ConfigError("decode.max_pixels must be positive")

@@ -321,3 +321,35 @@ def test_cli_exit_codes(ray_local, tmp_path, capsys):
     assert "every input failed" in capsys.readouterr().err
     rows = pq.read_table(bad_out).to_pylist()
     assert sorted(r["status"] for r in rows) == ["decode_error", "decode_error"]
+
+
+# ------------------------------------------------------------------------------ decode backends
+def test_batched_decoder_agrees_with_the_default(tmp_path):
+    """decode.backend torchvision (batched torchvision.io.decode_jpeg: nvJPEG on a GPU, libjpeg-
+    turbo here) gives the default backend's pixels and statuses on every file of the corpus;
+    a truncated JPEG in the batch makes the batch call fail, and the batch then goes one by one."""
+    from pipeline.stages.decode import DecodeStage
+
+    _, paths = build_corpus(tmp_path)
+    # two batches: one with only plain JPEGs, one mixing every kind of file
+    plain = [paths[k] for k in ("good", "unicode", "colons", "brackets")]
+    mixed = [p for k, p in paths.items() if k not in ("folder",)]
+    stages = {b: DecodeStage(load_config(overrides={"decode": {"backend": b}})) for b in ("opencv", "torchvision")}
+    assert stages["torchvision"].batched is not None
+    for uris in (plain, mixed):
+        batch = {"uri": np.array(uris, dtype=object)}
+        a, b = stages["opencv"](dict(batch)), stages["torchvision"](dict(batch))
+        assert list(b["status"]) == list(a["status"]), list(zip(uris, a["status"], b["status"]))
+        assert list(b["error"]) == list(a["error"])
+        for x, y, u in zip(a["image"], b["image"], uris):
+            assert x.shape == y.shape and np.array_equal(x, y), u
+    assert {s for s in a["status"]} >= {"ok", "decode_error", "too_large", "read_error"}
+
+
+def test_decoder_backend_config_is_checked():
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="decode.backend 'nvjpeg' unknown"):
+        load_config(overrides={"decode": {"backend": "nvjpeg"}})
+    with pytest.raises(ConfigError, match="needs decode.backend torchvision"):
+        load_config(overrides={"decode": {"resources": {"num_gpus": 0.1}}})

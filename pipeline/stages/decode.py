@@ -18,7 +18,7 @@ import warnings
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import Config
 from ..fs import is_local, read_bytes
@@ -89,30 +89,27 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
     return np.asarray(im)
 
 
-def _decode_plain_jpeg(im: Image.Image, data: bytes):
-    """The common case, a complete upright 8-bit RGB JPEG, decoded by OpenCV: the same
-    libjpeg-turbo output as Pillow's bit for bit, in half the time, because it skips Pillow's
-    chunked copy into numpy.  None for anything else (EXIF-rotated, CMYK, greyscale, truncated,
-    MPO...), which takes Pillow's path with its checks and messages."""
+def _plain_jpeg(im: Image.Image, data: bytes) -> bool:
+    """A complete, upright, 8-bit RGB JPEG: the common case, which the fast decoders take.
+    Anything else (EXIF-rotated, CMYK, greyscale, truncated, MPO...) takes Pillow's path with
+    its checks and messages."""
     if im.format != "JPEG" or im.mode != "RGB" or not data.rstrip(b"\0").endswith(b"\xff\xd9"):
-        return None
+        return False
     try:
-        if im.getexif().get(0x0112, 1) != 1:
-            return None
+        return im.getexif().get(0x0112, 1) == 1
     except Exception:  # noqa: BLE001 - a broken EXIF block: let Pillow's path decide
-        return None
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if arr is None or arr.shape[:2] != (im.size[1], im.size[0]):
-        return None
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr)
+        return False
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode image bytes into an HxWx3 uint8 RGB array (EXIF orientation applied)."""
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Pillow's view of the header, with the empty-file and decompression-bomb checks; no pixel
+    is decoded."""
     if not data:
         raise DecodeFailure("decode_error", "empty file (0 bytes)")
     try:
         im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise DecodeFailure("decode_error", f"not a recognised image format (starts with {data[:8]!r})") from None
     except Exception as e:  # noqa: BLE001
         raise DecodeFailure("decode_error", f"not a recognised image: {type(e).__name__}: {e}") from None
     w, h = im.size
@@ -120,9 +117,23 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise DecodeFailure("too_large", f"{w}x{h} = {w * h} pixels is over decode.max_pixels ({max_pixels})")
     if w < 1 or h < 1:
         raise DecodeFailure("decode_error", f"invalid dimensions {w}x{h}")
-    fast = _decode_plain_jpeg(im, data)
-    if fast is not None:
-        return fast
+    return im
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode image bytes into an HxWx3 uint8 RGB array (EXIF orientation applied)."""
+    return decode_opened(open_image(data, max_pixels), data)
+
+
+def decode_opened(im: Image.Image, data: bytes) -> np.ndarray:
+    """Pixels of an image :func:`open_image` accepted.  A plain JPEG is decoded by OpenCV: the
+    same libjpeg-turbo output as Pillow's bit for bit, in half the time, because it skips
+    Pillow's chunked copy into numpy."""
+    if _plain_jpeg(im, data):
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if arr is not None and arr.shape[:2] == (im.size[1], im.size[0]):
+            return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr)
+    w, h = im.size
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -138,8 +149,40 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+class TorchJpeg:
+    """Batched JPEG decoding with ``torchvision.io.decode_jpeg``: nvJPEG on the GPU when the
+    stage has one, libjpeg-turbo on the CPU otherwise.  Pixels come back to host memory as HxWx3
+    uint8 RGB: the stages after decode crop them on the CPU."""
+
+    def __init__(self, use_gpu: bool):
+        from ..backends import require
+
+        self.torch = require("torch", "torch", "decode.backend torchvision")
+        require("torchvision", "torchvision", "decode.backend torchvision")
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        self._decode, self._rgb = decode_jpeg, ImageReadMode.RGB
+        if use_gpu and not self.torch.cuda.is_available():
+            raise RuntimeError("decode.backend torchvision with decode.resources.num_gpus > 0, "
+                               "but this worker sees no CUDA device")
+        self.device = self.torch.device("cuda" if use_gpu else "cpu")
+
+    def decode(self, datas: list) -> list:
+        """HxWx3 uint8 arrays, one per JPEG; raises if any of them fails (the caller then
+        decodes that batch image by image)."""
+        torch = self.torch
+        ts = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+        out = self._decode(ts, mode=self._rgb, device=self.device)
+        return [np.ascontiguousarray(t.permute(1, 2, 0).cpu().numpy()) for t in out]
+
+
 class DecodeStage(Stage):
     name = "decode"
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        c = cfg.decode
+        self.batched = TorchJpeg(c.resources.num_gpus > 0) if c.backend == "torchvision" else None
 
     def process(self, batch: Batch) -> Batch:
         n = len(batch["uri"])
@@ -147,17 +190,36 @@ class DecodeStage(Stage):
         error = np.full(n, "", dtype=object)
         width = np.zeros(n, np.int32)
         height = np.zeros(n, np.int32)
-        images = []
-        for i, uri in enumerate(batch["uri"]):
-            img = EMPTY_IMAGE
+        images = [EMPTY_IMAGE] * n
+        queued = []  # (row, bytes, opened image): plain JPEGs for the batched decoder
+
+        def one(i, fn):
             try:
-                img = decode_image(read_file(str(uri), self.cfg), self.cfg.decode.max_pixels)
-                height[i], width[i] = img.shape[:2]
+                images[i] = fn()
+                height[i], width[i] = images[i].shape[:2]
             except DecodeFailure as e:
                 status[i], error[i] = e.status, str(e)
             except Exception as e:  # noqa: BLE001
                 status[i], error[i] = "decode_error", f"{type(e).__name__}: {e}"
-            images.append(img)
+
+        def read_and_open(i, uri):
+            data = read_file(str(uri), self.cfg)
+            im = open_image(data, self.cfg.decode.max_pixels)
+            if self.batched is not None and _plain_jpeg(im, data):
+                queued.append((i, data, im))
+                return EMPTY_IMAGE  # filled in below
+            return decode_opened(im, data)
+
+        for i, uri in enumerate(batch["uri"]):
+            one(i, lambda i=i, uri=uri: read_and_open(i, uri))
+        if queued:
+            try:
+                arrays = self.batched.decode([d for _, d, _ in queued])
+            except Exception:  # noqa: BLE001 - one bad file fails the batch call: go one by one
+                arrays = [None] * len(queued)
+            for (i, data, im), arr in zip(queued, arrays):
+                fits = arr is not None and arr.shape[:2] == (im.size[1], im.size[0])
+                one(i, (lambda arr=arr: arr) if fits else (lambda im=im, data=data: decode_opened(im, data)))
         out = dict(batch)
         out.update(status=status, error=error, width=width, height=height, image=objarray(images))
         return out
