@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[test]"
 	# insightface ships the sample photo t1.jpg; only its files are used, not its code
 	$(PY) -m pip install -q --no-deps insightface==2.1
+	# pyiqa for the optional pyiqa backend's tests, without its heavy requirements (transformers,
+	# bitsandbytes, datasets...): the metrics faceqc runs need only facexlib (TOPIQ) and einops
+	$(PY) -m pip install -q --no-deps pyiqa==0.1.16 facexlib==0.3.0
 	touch $(STAMP)
 
 env: $(STAMP)

@@ -15,6 +15,8 @@ bfloat16 autocast.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import require
@@ -81,18 +83,127 @@ class TimmIQA:
         return raw.astype(np.float32), mapped.astype(np.float32)
 
 
-class PyiqaIQA:
-    """A pyiqa metric with a local weights file (no downloads)."""
+class _NoFaceAligner:
+    """Stands in for facexlib's RetinaFace aligner, which pyiqa's TOPIQ-face builds (downloading
+    its weights) even with ``align_crop_face=False``.  faceqc aligns faces itself, so it is never
+    called."""
 
-    def __init__(self, metric: str, path: str, use_gpu: bool = False, lo: float = 0.0, hi: float = 1.0):
+    def __init__(self, *a, **kw):
+        pass
+
+    def __getattr__(self, name):
+        raise RuntimeError("faceqc aligns faces itself: pyiqa's facexlib aligner is not loaded")
+
+
+@contextlib.contextmanager
+def _no_backbone_downloads():
+    """While a pyiqa network is constructed, build its ImageNet backbones random-init.
+
+    HyperIQA, TReS and MANIQA call ``timm.create_model(..., pretrained=True)`` or torchvision's
+    ``resnet50(weights="IMAGENET1K_V1")`` in their constructors, a download that fails offline,
+    before the metric's own checkpoint is loaded over every weight.  :class:`PyiqaIQA` loads that
+    checkpoint strictly, so a backbone built random-init here never survives into scoring.
+    TOPIQ-face's face aligner is not built at all (:class:`_NoFaceAligner`)."""
+    import importlib
+
+    import timm
+    import torchvision
+
+    try:
+        topiq = importlib.import_module("pyiqa.archs.topiq_arch")
+    except ImportError:  # facexlib missing: TOPIQ is unavailable anyway
+        topiq = None
+    aligner = topiq and topiq.FaceRestoreHelper
+
+    create = timm.create_model
+
+    def create_model(*a, **kw):
+        kw["pretrained"] = False
+        return create(*a, **kw)
+
+    saved = {}
+    for name in torchvision.models.list_models():
+        builder = getattr(torchvision.models, name, None)
+        if builder is None:
+            continue
+        saved[name] = builder
+
+        def offline(*a, _b=builder, **kw):
+            kw.pop("pretrained", None)
+            kw["weights"] = None
+            return _b(*a, **kw)
+
+        setattr(torchvision.models, name, offline)
+    timm.create_model = create_model
+    if topiq:
+        topiq.FaceRestoreHelper = _NoFaceAligner
+    try:
+        yield
+    finally:
+        timm.create_model = create
+        if topiq:
+            topiq.FaceRestoreHelper = aligner
+        for name, builder in saved.items():
+            setattr(torchvision.models, name, builder)
+
+
+def pyiqa_state_dict(path: str) -> dict:
+    """The state dict in a pyiqa weights file: the ``params`` entry of pyiqa's release files, or
+    a bare state dict; ``module.`` prefixes (DataParallel) removed.  Loaded with
+    ``weights_only=True``: pyiqa's own loader unpickles with ``weights_only=False``, which runs
+    any code a file carries."""
+    from ..modelstore import load_torch_weights
+
+    ck = load_torch_weights(path)
+    if isinstance(ck, dict) and isinstance(ck.get("params"), dict):
+        ck = ck["params"]
+    if not isinstance(ck, dict) or not ck:
+        raise ValueError(f"pyiqa weights {path}: expected a state dict or {{'params': state_dict}}")
+    return {k[7:] if k.startswith("module.") else k: v for k, v in ck.items()}
+
+
+class PyiqaIQA:
+    """A pyiqa metric by name with weights from a local file, never downloaded.
+
+    The network is built without weights (backbones random-init, see
+    :func:`_no_backbone_downloads`); then the file is loaded by us, safely and strictly: a file
+    that lacks or adds a parameter is an error naming them, not a silently half-random model.
+    ``topiq_nr-face`` runs on our aligned crops (``align_crop_face=False``) so that it batches.
+    pyiqa's inference wrapper takes RGB in [0, 1]; it runs in float32 (its metrics are not
+    validated under bfloat16)."""
+
+    def __init__(self, metric: str, path: str, use_gpu: bool = False, lo: float = 0.0, hi: float = 1.0,
+                 options: dict | None = None):
         pyiqa = require("pyiqa", "pyiqa", "the pyiqa IQA backend (non-commercial licence)")
+        from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+        if metric not in DEFAULT_CONFIGS:
+            raise ValueError(f"pyiqa has no metric '{metric}' (iqa.pyiqa_metric); "
+                             f"no-reference ones include musiq, maniqa, hyperiqa, tres, metaiqa, topiq_nr, topiq_nr-face")
         self.device = _device(use_gpu)
-        kw = {"align_crop_face": False} if metric == "topiq_nr-face" else {}
-        self.metric = pyiqa.create_metric(metric, as_loss=False, device=self.device,
-                                          pretrained_model_path=path, **kw)
+        kw = {"pretrained": False}
+        if DEFAULT_CONFIGS[metric]["metric_opts"]["type"] == "CFANet":  # TOPIQ
+            kw["backbone_pretrain"] = False
+        if metric == "topiq_nr-face":
+            kw["align_crop_face"] = False
+        kw.update(options or {})
+        with _no_backbone_downloads():
+            self.metric = pyiqa.create_metric(metric, as_loss=False, device=self.device, **kw)
+        try:
+            missing, unexpected = self.metric.net.load_state_dict(pyiqa_state_dict(path), strict=False)
+        except RuntimeError as e:  # a parameter of the wrong shape
+            raise ValueError(f"pyiqa weights {path} do not fit {metric}: {e}") from None
+        if missing or unexpected:
+            def few(keys):
+                return ", ".join(list(keys)[:5]) + (" ..." if len(keys) > 5 else "")
+            raise ValueError(f"pyiqa weights {path} do not fit {metric}: "
+                             f"{len(missing)} missing ({few(missing)}), {len(unexpected)} unexpected ({few(unexpected)})")
+        self.metric.net.eval()
+        self.name = metric
         self.lo, self.hi = lo, hi
 
     def score(self, crops: np.ndarray, max_batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """(raw output, mapped 0–100) per crop."""
         import torch
 
         if len(crops) == 0:
