@@ -58,14 +58,14 @@ def _cpu_work(args):
     from .stages.detect import crops_for_face, thumbnail
     from .stages.iqa import ClassicalIQA
 
-    data, cfg_over = args
+    data, cfg_over = args  # data: JPEG bytes, or the index of an image decoded at start-up
     cfg = _CFG.get("cfg")
     if cfg is None:
         cv2.setNumThreads(1)
         cfg = _CFG["cfg"] = load_config(overrides=cfg_over)
         _CFG["iqa"] = ClassicalIQA(cfg)
     t0 = time.perf_counter()
-    img = decode_image(data, cfg.decode.max_pixels)
+    img = _CFG["decoded"][data] if isinstance(data, int) else decode_image(data, cfg.decode.max_pixels)
     t1 = time.perf_counter()
     h, w = img.shape[:2]
     s = 640 / max(h, w)
@@ -85,6 +85,14 @@ def _cpu_work(args):
 _CFG: dict = {}
 
 
+def _predecode(jpegs):
+    """Pool initializer for ``--decode gpu``: the worker holds decoded images, as a stage after
+    a GPU decode stage reads them from Ray's shared-memory object store."""
+    from .stages.decode import decode_image
+
+    _CFG["decoded"] = [decode_image(j, 1 << 40) for j in jpegs]
+
+
 class _Null:
     def __enter__(self):
         return self
@@ -93,16 +101,20 @@ class _Null:
         return False
 
 
-def cpu_side(jpegs: list, workers: int, timing: threading.Event | None = None) -> dict:
+def cpu_side(jpegs: list, workers: int, timing: threading.Event | None = None, predecoded: int = 0) -> dict:
     """The CPU stage code over ``jpegs`` in a pool of ``workers`` processes; ``timing`` is set
-    while the timed part runs (after every worker has warmed up) and cleared at its end."""
+    while the timed part runs (after every worker has warmed up) and cleared at its end.  With
+    ``predecoded`` > 0 decoding is left out (it runs on the GPU): each worker decodes that many
+    images at start-up and crops and scores them in turn."""
     over = {"detect": {"detector": "scrfd", "model": "unused.onnx"}}
+    init = dict(initializer=_predecode, initargs=(jpegs[:predecoded],)) if predecoded else {}
+    items = [i % predecoded for i in range(len(jpegs))] if predecoded else jpegs
     # spawn, not fork: the together run starts this pool from a process that holds CUDA
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(_cpu_work, [(jpegs[0], over)] * workers))  # warm up every worker
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), **init) as pool:
+        list(pool.map(_cpu_work, [(items[0], over)] * workers))  # warm up every worker
         timing and timing.set()
         t = time.perf_counter()
-        per = list(pool.map(_cpu_work, [(j, over) for j in jpegs], chunksize=8))
+        per = list(pool.map(_cpu_work, [(j, over) for j in items], chunksize=8))
         wall = time.perf_counter() - t
         timing and timing.clear()
     parts = {k: round(1000 * float(np.mean([p[k] for p in per])), 2) for k in per[0]}
@@ -211,12 +223,29 @@ def run_steps(step, batch: int, until, cuda: bool) -> dict:
             "gpu_mem_max_gib": round(float(np.max(smp.mem)), 2) if smp and smp.mem else None}
 
 
-def gpu_side(batch: int, seconds: float, ckpt_dir: str, device: str = "cuda", jpegs=None, workers=0) -> dict:
+def gpu_side(batch: int, seconds: float, ckpt_dir: str, device: str = "cuda", jpegs=None, workers=0,
+             decode_jpegs=None) -> dict:
     """GPU throughput alone, each network alone, and — with ``jpegs`` — both sides at once: the
-    CPU pool on ``workers`` processes while this process feeds the GPU, as in the pipeline."""
+    CPU pool on ``workers`` processes while this process feeds the GPU, as in the pipeline.
+    With ``decode_jpegs`` every step also decodes a batch of them on the GPU through the decode
+    stage's own batched decoder (nvJPEG), pixels back to host memory."""
     import torch
 
     step, nets, host, sync, res, cuda, dev = gpu_setup(batch, ckpt_dir, device)
+    if decode_jpegs:
+        from .stages.decode import TorchJpeg
+
+        nvjpeg, nets_step, pos = TorchJpeg(use_gpu=cuda), step, [0]
+
+        def step():
+            i = pos[0] % len(decode_jpegs)
+            chunk = (decode_jpegs[i:] + decode_jpegs)[:batch]
+            pos[0] += batch
+            nvjpeg.decode(chunk)
+            nets_step()
+
+        step()
+        res["decode_on_gpu"] = True
     t0 = time.perf_counter()
     res.update(run_steps(step, batch, lambda: time.perf_counter() - t0 >= seconds, cuda))
     # each network alone
@@ -233,7 +262,8 @@ def gpu_side(batch: int, seconds: float, ckpt_dir: str, device: str = "cuda", jp
         res["networks"][name]["images_per_s_alone"] = round(10 * batch / (time.perf_counter() - t), 1)
     if jpegs:
         timing, out = threading.Event(), {}
-        th = threading.Thread(target=lambda: out.update(cpu=cpu_side(jpegs, workers, timing)), daemon=True)
+        pre = 64 if decode_jpegs else 0
+        th = threading.Thread(target=lambda: out.update(cpu=cpu_side(jpegs, workers, timing, pre)), daemon=True)
         th.start()
         while not timing.is_set() and th.is_alive():
             time.sleep(0.01)
@@ -243,6 +273,44 @@ def gpu_side(batch: int, seconds: float, ckpt_dir: str, device: str = "cuda", jp
                            "gpu_images_per_s": gpu["images_per_s"], "gpu_util_mean_pct": gpu["gpu_util_mean_pct"],
                            "bound_images_per_s": min(out["cpu"]["images_per_s"], gpu["images_per_s"] or 0)}
     return res
+
+
+def gpu_decode(jpegs: list, batch: int, device: str = "cuda") -> dict:
+    """What moving decode and resizing onto the GPU would buy: nvJPEG batch decode
+    (``torchvision.io.decode_jpeg`` on CUDA) plus the detector's 640 px letterbox resize on the
+    GPU, with the feeding process's CPU seconds per image.  Not yet a pipeline path: a measurement
+    for deciding on one."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision.io import decode_jpeg
+
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    data = [torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
+
+    def run(chunk):
+        imgs = decode_jpeg(chunk, device=dev)
+        for im in imgs:  # CHW uint8
+            h, w = im.shape[1:]
+            s = 640 / max(h, w)
+            F.interpolate(im[None].float(), size=(round(h * s), round(w * s)), mode="bilinear", antialias=False)
+        if cuda:
+            torch.cuda.synchronize()
+
+    from .stages.decode import TorchJpeg, decode_image
+
+    ref = [decode_image(j, 1 << 40).astype(np.int16) for j in jpegs[:8]]
+    got = TorchJpeg(use_gpu=cuda).decode(jpegs[:8])
+    diff = np.concatenate([np.abs(g.astype(np.int16) - r).ravel() for g, r in zip(got, ref)])
+    run(data[:batch])
+    t, c = time.perf_counter(), time.process_time()
+    for i in range(0, len(data), batch):
+        run(data[i:i + batch])
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    return {"images": len(data), "batch": batch, "images_per_s": round(len(data) / wall, 1),
+            "cpu_ms_per_image": round(1000 * cpu / len(data), 2),
+            "vs_cpu_decoder": {"max_abs": int(diff.max()), "mean_abs": round(float(diff.mean()), 4),
+                               "share_equal": round(float((diff == 0).mean()), 4)}}
 
 
 def main(argv=None) -> int:
@@ -256,18 +324,28 @@ def main(argv=None) -> int:
     p.add_argument("--no-together", action="store_true",
                    help="skip the run of both sides at once (CPU pool on workers-1 cores + GPU feeder)")
     p.add_argument("--device", default="cuda", help="cpu: a dry run of the GPU side")
+    p.add_argument("--gpu-decode", action="store_true",
+                   help="also measure nvJPEG decode + letterbox resize on the GPU alone")
+    p.add_argument("--decode", choices=("cpu", "gpu"), default="cpu",
+                   help="gpu: decode.backend torchvision on the GPU (nvJPEG) - the GPU side decodes, "
+                        "the CPU side starts from decoded images")
     a = p.parse_args(argv)
     out = {"cpus": os.cpu_count()}
     jpegs = make_jpegs(a.n)
     out["jpeg_kb_mean"] = round(float(np.mean([len(j) for j in jpegs])) / 1024, 1)
     jpegs = jpegs * a.passes
-    out["cpu_side"] = cpu_side(jpegs, a.workers)
+    out["decode"] = a.decode
+    out["cpu_side"] = cpu_side(jpegs, a.workers, predecoded=64 if a.decode == "gpu" else 0)
     print("cpu side:", json.dumps(out["cpu_side"]), flush=True)
     if not a.no_gpu:
         with tempfile.TemporaryDirectory() as d:
             out["gpu_side"] = gpu_side(a.batch, a.seconds, d, a.device,
-                                       jpegs=None if a.no_together else jpegs, workers=max(1, a.workers - 1))
+                                       jpegs=None if a.no_together else jpegs, workers=max(1, a.workers - 1),
+                                       decode_jpegs=jpegs[: a.n] if a.decode == "gpu" else None)
         print("gpu side:", json.dumps(out["gpu_side"]), flush=True)
+        if a.gpu_decode:
+            out["gpu_decode"] = gpu_decode(jpegs, a.batch, a.device)
+            print("gpu decode:", json.dumps(out["gpu_decode"]), flush=True)
         together = out["gpu_side"].get("together")
         out["bound_images_per_s"] = (together["bound_images_per_s"] if together else
                                      min(out["cpu_side"]["images_per_s"], out["gpu_side"]["images_per_s"]))
