@@ -107,7 +107,9 @@ class IQAConfig:
     model: str = ""  # checkpoint / weights: registry name, local path or URI
     sha256: str = ""
     pyiqa_metric: str = ""  # pyiqa only: musiq, maniqa, hyperiqa, tres, metaiqa, topiq_nr, topiq_nr-face
-    model_range: Tuple[float, float] = (0.0, 1.0)  # pyiqa: model output mapped to 0 and 100
+    # pyiqa: the model outputs mapped to 0 and 100; empty: the metric's own declared score range
+    # (pyiqa's score_range, e.g. ~0..~100 for musiq and tres, ~0..~1 for the others)
+    model_range: Tuple[float, ...] = ()
     # pyiqa only: keyword options for the metric's network, e.g. {num_crop: 5} for hyperiqa or
     # {test_sample: 10} for tres (fewer test-time crops: faster, a little noisier)
     pyiqa_options: dict = field(default_factory=dict)
@@ -310,6 +312,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"iqa.model_backend '{cfg.iqa.model_backend}' needs iqa.model (checkpoint path or URI)")
     if cfg.iqa.model_backend == "pyiqa" and not cfg.iqa.pyiqa_metric:
         raise ConfigError("iqa.model_backend 'pyiqa' needs iqa.pyiqa_metric (e.g. topiq_nr-face)")
+    r = cfg.iqa.model_range
+    if r and (len(r) != 2 or r[0] == r[1]):
+        raise ConfigError(f"iqa.model_range must be empty or [output at 0, output at 100], got {list(r)}")
     if cfg.decode.backend not in ("opencv", "torchvision"):
         raise ConfigError(f"decode.backend '{cfg.decode.backend}' unknown (opencv, torchvision)")
     if cfg.decode.resources.num_gpus > 0 and cfg.decode.backend != "torchvision":

@@ -85,6 +85,11 @@ def _cpu_work(args):
 _CFG: dict = {}
 
 
+def _pid_after(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
 def _predecode(jpegs):
     """Pool initializer for ``--decode gpu``: the worker holds decoded images, as a stage after
     a GPU decode stage reads them from Ray's shared-memory object store."""
@@ -111,7 +116,10 @@ def cpu_side(jpegs: list, workers: int, timing: threading.Event | None = None, p
     items = [i % predecoded for i in range(len(jpegs))] if predecoded else jpegs
     # spawn, not fork: the together run starts this pool from a process that holds CUDA
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), **init) as pool:
-        list(pool.map(_cpu_work, [(items[0], over)] * workers))  # warm up every worker
+        list(pool.map(_cpu_work, [(items[0], over)] * workers))
+        seen: set = set()
+        while len(seen) < workers:  # every worker started, initialised and warm before timing
+            seen |= set(pool.map(_pid_after, [0.2] * workers, chunksize=1))
         timing and timing.set()
         t = time.perf_counter()
         per = list(pool.map(_cpu_work, [(j, over) for j in items], chunksize=8))

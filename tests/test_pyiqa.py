@@ -100,6 +100,19 @@ def test_weights_that_do_not_fit_are_named(faces, tmp_path):
         PyiqaIQA("musiq-v9", str(path))
 
 
+def test_output_range_defaults_to_the_metrics_declared_range(faces, tmp_path):
+    musiq = _random_weights("musiq", {}, False, tmp_path / "musiq.pth", seed=6)
+    default, explicit = PyiqaIQA("musiq", musiq), PyiqaIQA("musiq", musiq, lo=0.0, hi=100.0)
+    assert (default.lo, default.hi) == (0.0, 100.0)  # pyiqa declares "~0, ~100" for MUSIQ
+    np.testing.assert_allclose(default.score(faces)[1], explicit.score(faces)[1])
+    meta = PyiqaIQA("metaiqa", _random_weights("metaiqa", {}, False, tmp_path / "m.pth", seed=7))
+    assert (meta.lo, meta.hi) == (0.0, 1.0)
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="iqa.model_range must be empty or"):
+        load_config(overrides={"iqa": {"model_range": [0.5, 0.5]}})
+
+
 def test_weights_with_code_are_refused(tmp_path):
     class Evil:
         def __reduce__(self):
@@ -114,7 +127,7 @@ def test_weights_with_code_are_refused(tmp_path):
 def test_pyiqa_in_the_pipeline_records_its_licence(tmp_path):
     path = _random_weights("metaiqa", {}, False, tmp_path / "metaiqa.pth", seed=5)
     cfg = load_config(profile="offline-fast", overrides={"iqa": {
-        "model_backend": "pyiqa", "pyiqa_metric": "metaiqa", "model": path, "model_range": [0.0, 1.0]}})
+        "model_backend": "pyiqa", "pyiqa_metric": "metaiqa", "model": path}})
     pipe = LocalPipeline(cfg)
     table = pipe.score_images([astronaut(), tom_hanks()])
     rows = table.to_pylist()

@@ -162,6 +162,15 @@ def pyiqa_state_dict(path: str) -> dict:
     return {k[7:] if k.startswith("module.") else k: v for k, v in ck.items()}
 
 
+def declared_range(config: dict) -> tuple[float, float]:
+    """pyiqa's declared ``score_range`` of a metric ("~0, ~100") as numbers, or (0, 1)."""
+    try:
+        lo, hi = (float(v.strip().lstrip("~")) for v in config.get("score_range", "0, 1").split(","))
+    except ValueError:
+        return 0.0, 1.0
+    return lo, hi
+
+
 class PyiqaIQA:
     """A pyiqa metric by name with weights from a local file, never downloaded.
 
@@ -172,8 +181,9 @@ class PyiqaIQA:
     pyiqa's inference wrapper takes RGB in [0, 1]; it runs in float32 (its metrics are not
     validated under bfloat16)."""
 
-    def __init__(self, metric: str, path: str, use_gpu: bool = False, lo: float = 0.0, hi: float = 1.0,
-                 options: dict | None = None):
+    def __init__(self, metric: str, path: str, use_gpu: bool = False, lo: float | None = None,
+                 hi: float | None = None, options: dict | None = None):
+        """``lo``/``hi``: the outputs mapped to 0 and 100; None: the metric's declared score range."""
         pyiqa = require("pyiqa", "pyiqa", "the pyiqa IQA backend (non-commercial licence)")
         from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
@@ -200,7 +210,9 @@ class PyiqaIQA:
                              f"{len(missing)} missing ({few(missing)}), {len(unexpected)} unexpected ({few(unexpected)})")
         self.metric.net.eval()
         self.name = metric
-        self.lo, self.hi = lo, hi
+        if lo is None or hi is None:
+            lo, hi = declared_range(DEFAULT_CONFIGS[metric])
+        self.lo, self.hi = float(lo), float(hi)
 
     def score(self, crops: np.ndarray, max_batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """(raw output, mapped 0–100) per crop."""

@@ -173,7 +173,8 @@ class TorchJpeg:
         torch = self.torch
         ts = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
         out = self._decode(ts, mode=self._rgb, device=self.device)
-        return [np.ascontiguousarray(t.permute(1, 2, 0).cpu().numpy()) for t in out]
+        # CHW -> HWC on the device: a strided transpose on the host costs ~5 ms per 1 MP image
+        return [t.permute(1, 2, 0).contiguous().cpu().numpy() for t in out]
 
 
 class DecodeStage(Stage):

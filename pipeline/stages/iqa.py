@@ -60,8 +60,8 @@ def make_model(cfg: Config):
         return TimmIQA(path, use_gpu=gpu, amp=c.amp)
     from ..backends.iqa_torch import PyiqaIQA
 
-    return PyiqaIQA(c.pyiqa_metric, path, use_gpu=gpu, lo=c.model_range[0], hi=c.model_range[1],
-                    options=c.pyiqa_options)
+    lo, hi = c.model_range or (None, None)
+    return PyiqaIQA(c.pyiqa_metric, path, use_gpu=gpu, lo=lo, hi=hi, options=c.pyiqa_options)
 
 
 class IQAStage(Stage):
