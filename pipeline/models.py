@@ -93,7 +93,7 @@ REGISTRY = {
             "set fiqa.contract_from: arcface-embedding-norm",
             "that of the recognition model you name (insightface packs: non-commercial)", False,
             contract={"size": 112, "colour": "RGB", "scale": 1.0, "mean": [127.5] * 3, "std": [127.5] * 3,
-                      "output": "linear", "lo": 10.0, "hi": 25.0},
+                      "graph_may_normalise": True, "output": "linear", "lo": 10.0, "hi": 25.0},
         ),
         ModelInfo(
             "timm-iqa-checkpoint", "iqa",

@@ -21,9 +21,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.backends import insightface_pack as ifp
-from pipeline.backends.insightface_pack import ArcFaceNorm, Landmark3D68, ScrfdDetector, find_pack
+from pipeline.backends.fiqa_onnx import OnnxFIQA
+from pipeline.backends.insightface_pack import Landmark3D68, ScrfdDetector, find_pack
 from pipeline.geometry import head_pose_dlib5
-from pipeline.models import ModelError
+from pipeline.models import REGISTRY, ModelError
+
+ARCFACE_NORM = REGISTRY["arcface-embedding-norm"].contract
 
 NORM = lambda v: (v - 127.5) / 128.0  # noqa: E731 - SCRFD / 1k3d68 input normalisation
 
@@ -392,13 +395,13 @@ def arcface_probe_model(path, weights, *, batch="N", mxnet=False):
 def test_arcface_norm_is_the_raw_embedding_norm(tmp_path, mxnet, batch):
     rng = np.random.default_rng(0)
     w = rng.normal(size=(3, 512)).astype(np.float32)
-    rec = ArcFaceNorm(arcface_probe_model(tmp_path / "w600k_r50.onnx", w, batch=batch, mxnet=mxnet))
-    assert (rec.input_mean, rec.input_std) == ((0.0, 1.0) if mxnet else (127.5, 127.5))
+    rec = OnnxFIQA(arcface_probe_model(tmp_path / "w600k_r50.onnx", w, batch=batch, mxnet=mxnet), ARCFACE_NORM)
+    assert rec.normalises_itself == mxnet
     rec.session = CountingSession(rec.session)
     crops = np.zeros((70, 112, 112, 3), np.uint8)
     crops[:, :, :, 0] = 255  # red, RGB
     crops[1::2] = crops[1::2] // 5  # every other crop darker: R = 51
-    norms = rec.norms(crops)
+    norms, mapped = rec.score(crops)
 
     def want(r):
         means = np.array([r, 0.0, 0.0]) if mxnet else (np.array([r, 0.0, 0.0]) - 127.5) / 127.5
@@ -408,7 +411,8 @@ def test_arcface_norm_is_the_raw_embedding_norm(tmp_path, mxnet, batch):
     np.testing.assert_allclose(norms[0::2], want(255.0), rtol=1e-5)
     np.testing.assert_allclose(norms[1::2], want(51.0), rtol=1e-5)
     assert rec.session.batches == ([64, 6] if batch == "N" else [1] * 70)
-    assert rec.norms(np.zeros((0, 112, 112, 3), np.uint8)).shape == (0,)
+    np.testing.assert_allclose(mapped, np.clip((norms - 10.0) / 15.0, 0, 1) * 100, rtol=1e-5)  # lo 10, hi 25
+    assert rec.score(np.zeros((0, 112, 112, 3), np.uint8))[0].shape == (0,)
 
 
 # ------------------------------------------------------------------------------------ packs
@@ -491,7 +495,7 @@ def test_synthetic_stand_ins_have_the_real_contracts(tmp_path):
     rec_path = synthetic.arcface_like(str(tmp_path / "w600k_r50.onnx"), tiny=True)
     s = ort.InferenceSession(rec_path, providers=["CPUExecutionProvider"])
     assert s.get_inputs()[0].shape == ["batch", 3, 112, 112] and s.get_outputs()[0].shape[1] == 512
-    norms = ArcFaceNorm(rec_path).norms(np.random.default_rng(0).integers(0, 255, (5, 112, 112, 3), np.uint8))
+    norms, _ = OnnxFIQA(rec_path, ARCFACE_NORM).score(np.random.default_rng(0).integers(0, 255, (5, 112, 112, 3), np.uint8))
     assert norms.shape == (5,) and (norms > 0).all()
     assert find_pack(str(tmp_path)) == {"det": det_path, "landmark": lm_path, "rec": rec_path}
 

@@ -4,7 +4,10 @@ A contract says what the model eats and what its output means:
 ``size`` (square input side), ``colour`` ("RGB" or "BGR"), ``scale`` (multiplier on 0..255
 pixels), ``mean`` / ``std`` (per channel, after scaling), and how the raw output maps to 0–100:
 ``output: ofiq_sigmoid`` (OFIQ's 100 / (1 + exp((x0 − x) / w)), e.g. MagFace magnitude with
-x0 = 23, w = 2.6) or ``output: linear`` (0 at ``lo``, 100 at ``hi``, clipped).
+x0 = 23, w = 2.6) or ``output: linear`` (0 at ``lo``, 100 at ``hi``, clipped).  A model whose
+output is a vector is scored by its L2 norm.  ``graph_may_normalise: true`` applies insightface's
+rule for recognition models converted from MXNet: when the graph starts by subtracting and
+multiplying itself, it is fed raw 0..255 pixels (mean 0, std 1) instead of ``mean`` / ``std``.
 Inputs are the 112x112 ArcFace-aligned crops the detect stage makes.
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .onnx_runtime import make_session, run_batched
+from .onnx_runtime import graph_normalises_input, make_session, run_batched
 
 REQUIRED = ("size", "colour", "scale", "mean", "std", "output")
 
@@ -44,8 +47,12 @@ class OnnxFIQA:
     def __init__(self, path: str, contract: dict, name: str = "model", num_cpus: float = 1.0, use_gpu: bool = False):
         self.c = check_contract(dict(contract), name)
         self.session = make_session(path, num_cpus, use_gpu)
-        self.mean = np.asarray(self.c["mean"], np.float32).reshape(1, 3, 1, 1)
-        self.std = np.asarray(self.c["std"], np.float32).reshape(1, 3, 1, 1)
+        mean, std = self.c["mean"], self.c["std"]
+        self.normalises_itself = bool(self.c.get("graph_may_normalise")) and graph_normalises_input(path)
+        if self.normalises_itself:
+            mean, std = [0.0] * 3, [1.0] * 3
+        self.mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
         s = int(self.c["size"])

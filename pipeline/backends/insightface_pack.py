@@ -1,5 +1,6 @@
-"""insightface model packs on ONNX Runtime: SCRFD detection with 5 keypoints, 1k3d68 landmarks
-with head pose, and the un-normalised ArcFace embedding norm.
+"""insightface model packs on ONNX Runtime: SCRFD detection with 5 keypoints and 1k3d68 landmarks
+with head pose.  The pack's ArcFace model (its un-normalised embedding norm, a face-quality
+signal) runs through the ONNX FIQA backend with the ``arcface-embedding-norm`` contract.
 
 Pre- and post-processing mirror insightface 2.1 (``insightface/model_zoo/scrfd.py``,
 ``landmark.py``, ``arcface_onnx.py`` and ``utils/transform.py``; insightface's code is MIT
@@ -32,30 +33,10 @@ import numpy as np
 
 from ..models import ModelError
 from . import require
-from .onnx_runtime import fixed_batch, make_session, run_batched
+from .onnx_runtime import fixed_batch, graph_normalises_input, make_session
 
 # --------------------------------------------------------------------------------------------
 # shared helpers
-
-
-def _mxnet_style_normalisation(path: str, landmark: bool) -> bool:
-    """insightface's test for models converted from MXNet that normalise inside the graph: a
-    ``Sub``/``_minus`` and a ``Mul``/``_mul`` node among the first 8 nodes (landmark models also:
-    a ``bn_data`` node among the first 3).  Such models take raw 0..255 pixels (mean 0, std 1)."""
-    onnx = require("onnx", "onnx", "insightface model packs (reading the graph's first nodes)")
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except TypeError:  # very old onnx
-        model = onnx.load(path)
-    find_sub = find_mul = False
-    for nid, node in enumerate(model.graph.node[:8]):
-        if node.name.startswith("Sub") or node.name.startswith("_minus"):
-            find_sub = True
-        if node.name.startswith("Mul") or node.name.startswith("_mul"):
-            find_mul = True
-        if landmark and nid < 3 and node.name == "bn_data":
-            find_sub = find_mul = True
-    return find_sub and find_mul
 
 
 def _spatial(shape) -> Optional[tuple[int, int]]:
@@ -419,7 +400,7 @@ class Landmark3D68:
                  input_mean: Optional[float] = None, input_std: Optional[float] = None, max_batch: int = 64):
         self.path = path
         if input_mean is None or input_std is None:
-            mx = _mxnet_style_normalisation(path, landmark=True)
+            mx = graph_normalises_input(path, landmark=True)
             input_mean, input_std = (0.0, 1.0) if mx else (127.5, 128.0)
         self.input_mean, self.input_std = float(input_mean), float(input_std)
         self.session = make_session(path, num_cpus, use_gpu)
@@ -476,46 +457,6 @@ class Landmark3D68:
 
 # --------------------------------------------------------------------------------------------
 # ArcFace: embedding and its norm
-
-
-class ArcFaceNorm:
-    """insightface recognition models (``w600k_r50.onnx``, ``w600k_mbf.onnx``, ``glintr100.onnx``):
-    the raw (un-normalised) embedding of ArcFace-aligned crops and its L2 norm, a face-quality
-    signal.  Crops are fed RGB, ``(x − 127.5) / 127.5`` (0/1 for graphs that normalise
-    themselves, detected as insightface does), resized to the model's input side if they differ,
-    batched up to ``max_batch`` per run (a fixed batch dimension is respected)."""
-
-    def __init__(self, path: str, num_cpus: float = 1, use_gpu: bool = False, *,
-                 input_mean: Optional[float] = None, input_std: Optional[float] = None, max_batch: int = 64):
-        self.path = path
-        if input_mean is None or input_std is None:
-            mx = _mxnet_style_normalisation(path, landmark=False)
-            input_mean, input_std = (0.0, 1.0) if mx else (127.5, 127.5)
-        self.input_mean, self.input_std = float(input_mean), float(input_std)
-        self.session = make_session(path, num_cpus, use_gpu)
-        inp = self.session.get_inputs()[0]
-        self.input_size = (_spatial(inp.shape) or (112, 112))[0]
-        if len(self.session.get_outputs()) != 1:
-            raise ModelError(f"{path}: a recognition model has one output")
-        self.max_batch = max_batch
-
-    def embeddings(self, crops: np.ndarray) -> np.ndarray:
-        crops = np.asarray(crops)
-        if len(crops) == 0:
-            return np.zeros((0, 0), np.float32)
-        s = self.input_size
-        if crops.shape[1] != s or crops.shape[2] != s:
-            crops = np.stack([cv2.resize(c, (s, s)) for c in crops])
-        x = (crops.astype(np.float32) - np.float32(self.input_mean)) * np.float32(1.0 / self.input_std)
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        out = run_batched(self.session, x, self.max_batch)[0]
-        return np.asarray(out, np.float32).reshape(len(crops), -1)
-
-    def norms(self, crops112: np.ndarray) -> np.ndarray:
-        e = self.embeddings(crops112)
-        if e.size == 0:
-            return np.zeros(len(e), np.float32)
-        return np.linalg.norm(e.astype(np.float64), axis=1).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------

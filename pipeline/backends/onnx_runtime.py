@@ -8,6 +8,26 @@ import math
 from . import require
 
 
+def graph_normalises_input(path: str, landmark: bool = False) -> bool:
+    """insightface's test for models converted from MXNet that normalise inside the graph: a
+    ``Sub``/``_minus`` and a ``Mul``/``_mul`` node among the first 8 nodes (landmark models also:
+    a ``bn_data`` node among the first 3).  Such models take raw 0..255 pixels (mean 0, std 1)."""
+    onnx = require("onnx", "onnx", "insightface model packs (reading the graph's first nodes)")
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except TypeError:  # very old onnx
+        model = onnx.load(path)
+    find_sub = find_mul = False
+    for nid, node in enumerate(model.graph.node[:8]):
+        if node.name.startswith("Sub") or node.name.startswith("_minus"):
+            find_sub = True
+        if node.name.startswith("Mul") or node.name.startswith("_mul"):
+            find_mul = True
+        if landmark and nid < 3 and node.name == "bn_data":
+            find_sub = find_mul = True
+    return find_sub and find_mul
+
+
 def make_session(path: str, num_cpus: float = 1.0, use_gpu: bool = False):
     ort = require("onnxruntime", "onnxruntime", "ONNX models")
     opts = ort.SessionOptions()
