@@ -283,6 +283,50 @@ def gpu_side(batch: int, seconds: float, ckpt_dir: str, device: str = "cuda", jp
     return res
 
 
+def decode_stage(jpegs: list, batch: int, device: str = "cuda") -> dict:
+    """The decode stage itself, ``decode.backend: torchvision`` on the GPU (nvJPEG) against the
+    default ``opencv`` backend, over files holding ``jpegs`` plus a truncated JPEG and a PNG:
+    images/s and CPU ms per image of one stage instance, whether every status agrees, and how
+    far nvJPEG's pixels are from libjpeg-turbo's."""
+    from PIL import Image
+
+    from . import samples
+    from .config import load_config
+    from .stages.decode import DecodeStage
+
+    gpu = {"num_gpus": 0.25} if device == "cuda" else {}
+    stages = {"opencv": DecodeStage(load_config()),
+              "torchvision": DecodeStage(load_config(overrides={"decode": {"backend": "torchvision", "resources": gpu}}))}
+    res: dict = {"batch": batch}
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for i, j in enumerate(jpegs):
+            paths.append(os.path.join(d, f"{i}.jpg"))
+            with open(paths[-1], "wb") as f:
+                f.write(j)
+        with open(os.path.join(d, "truncated.jpg"), "wb") as f:
+            f.write(jpegs[0][: len(jpegs[0]) // 2])
+        Image.fromarray(samples.astronaut()).save(os.path.join(d, "astronaut.png"))
+        paths[5:5] = [os.path.join(d, "truncated.jpg")]
+        paths[9:9] = [os.path.join(d, "astronaut.png")]
+        batches = [{"uri": np.array(paths[i:i + batch], dtype=object)} for i in range(0, len(paths), batch)]
+        outs = {}
+        for name, st in stages.items():
+            st(dict(batches[0]))  # warm-up (CUDA context, nvJPEG handles)
+            t, c = time.perf_counter(), time.process_time()
+            outs[name] = [st(dict(b)) for b in batches]
+            res[name] = {"images_per_s": round(len(paths) / (time.perf_counter() - t), 1),
+                         "cpu_ms_per_image": round(1000 * (time.process_time() - c) / len(paths), 2)}
+    rows = {k: [r for o in v for r in zip(o["status"], o["image"])] for k, v in outs.items()}
+    res["statuses_equal"] = [s for s, _ in rows["opencv"]] == [s for s, _ in rows["torchvision"]]
+    res["statuses"] = sorted({s for s, _ in rows["torchvision"]})
+    diff = np.concatenate([np.abs(a[1].astype(np.int16) - b[1]).ravel()
+                           for a, b in zip(rows["opencv"], rows["torchvision"]) if a[0] == "ok"])
+    res["pixels_vs_opencv"] = {"max_abs": int(diff.max()), "mean_abs": round(float(diff.mean()), 4),
+                               "share_equal": round(float((diff == 0).mean()), 4)}
+    return res
+
+
 def gpu_decode(jpegs: list, batch: int, device: str = "cuda") -> dict:
     """What moving decode and resizing onto the GPU would buy: nvJPEG batch decode
     (``torchvision.io.decode_jpeg`` on CUDA) plus the detector's 640 px letterbox resize on the
@@ -333,7 +377,8 @@ def main(argv=None) -> int:
                    help="skip the run of both sides at once (CPU pool on workers-1 cores + GPU feeder)")
     p.add_argument("--device", default="cuda", help="cpu: a dry run of the GPU side")
     p.add_argument("--gpu-decode", action="store_true",
-                   help="also measure nvJPEG decode + letterbox resize on the GPU alone")
+                   help="also measure the decode stage on the GPU (nvJPEG) against the CPU backend, "
+                        "and nvJPEG decode + letterbox resize alone")
     p.add_argument("--decode", choices=("cpu", "gpu"), default="cpu",
                    help="gpu: decode.backend torchvision on the GPU (nvJPEG) - the GPU side decodes, "
                         "the CPU side starts from decoded images")
@@ -352,6 +397,8 @@ def main(argv=None) -> int:
                                        decode_jpegs=jpegs[: a.n] if a.decode == "gpu" else None)
         print("gpu side:", json.dumps(out["gpu_side"]), flush=True)
         if a.gpu_decode:
+            out["decode_stage"] = decode_stage(jpegs[: min(a.n, 256)], a.batch, a.device)
+            print("decode stage:", json.dumps(out["decode_stage"]), flush=True)
             out["gpu_decode"] = gpu_decode(jpegs, a.batch, a.device)
             print("gpu decode:", json.dumps(out["gpu_decode"]), flush=True)
         together = out["gpu_side"].get("together")

@@ -177,3 +177,23 @@ def test_gpu_node_example_config_is_valid():
     assert sum(r.num_gpus * (r.concurrency[1] if isinstance(r.concurrency, (list, tuple)) else r.concurrency)
                for r in gpu) <= 1.0  # the three model stages fit on one GPU together
     assert cfg.detect.detector == "scrfd" and cfg.fiqa.backend == "onnx" and cfg.iqa.model_backend == "timm"
+
+
+def test_gpu_node_config_with_gpu_decoding_still_fits(tmp_path):
+    """The commented-out GPU decoder of configs/gpu-node.yaml, switched on, is valid and all four
+    GPU stages still fit on one GPU."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "configs", "gpu-node.yaml")).read()
+    on = text.replace("  # backend: torchvision", "  backend: torchvision").replace(
+        "  resources: {num_cpus: 1, batch_size: 16}\n", "").replace(
+        "  # resources: {actors: true, num_gpus: 0.1", "  resources: {actors: true, num_gpus: 0.1")
+    assert on != text
+    (tmp_path / "gpu-decode.yaml").write_text(on)
+    cfg = load_config(str(tmp_path / "gpu-decode.yaml"))
+    assert cfg.decode.backend == "torchvision" and cfg.decode.resources.actors
+    gpu = [cfg.decode.resources, cfg.detect.resources, cfg.iqa.resources, cfg.fiqa.resources]
+
+    def most(r):
+        return r.concurrency[1] if isinstance(r.concurrency, (list, tuple)) else (r.concurrency or 1)
+
+    assert sum(r.num_gpus * most(r) for r in gpu) <= 1.0
