@@ -22,6 +22,7 @@ DLIB5_112 = np.array(
     [[81.5, 54.0], [67.2, 54.2], [30.6, 53.5], [44.9, 54.0], [54.8, 81.5]], np.float64
 )
 
+
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (Umeyama) mapping src points onto dst; 2x3 matrix."""
     src = np.asarray(src, np.float64)

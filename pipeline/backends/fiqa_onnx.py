@@ -70,4 +70,3 @@ class OnnxFIQA:
         raw = np.asarray(out, np.float64).reshape(len(crops), -1)
         raw = raw[:, 0] if raw.shape[1] == 1 else np.linalg.norm(raw, axis=1)  # vector -> its norm
         return raw.astype(np.float32), map_output(raw, self.c).astype(np.float32)
-
