@@ -10,7 +10,7 @@ import pytest
 import pyiqa  # installed by `make test` (see the Makefile): no skip in CI
 import torch
 
-from pipeline.backends.iqa_torch import PyiqaIQA, _no_backbone_downloads
+from pipeline.backends.iqa_torch import PyiqaIQA, _no_backbone_downloads, offline_kwargs
 from pipeline.config import load_config
 from pipeline.local import LocalPipeline
 from pipeline.samples import astronaut, tom_hanks
@@ -40,11 +40,8 @@ def faces():
 def _random_weights(metric, options, params, path, seed):
     """pyiqa's network for ``metric``, random-init, saved as pyiqa's release files lay it out."""
     torch.manual_seed(seed)
-    kw = {"pretrained": False, **options}
-    if metric.startswith("topiq"):
-        kw.update(backbone_pretrain=False, align_crop_face=False)
     with _no_backbone_downloads():
-        net = pyiqa.create_metric(metric, as_loss=False, device="cpu", **kw).net
+        net = pyiqa.create_metric(metric, as_loss=False, device="cpu", **offline_kwargs(metric, options)).net
     # random-init BatchNorm statistics too, so a stats buffer left unloaded would show
     sd = {k: (torch.rand_like(v) + 0.5 if "running_var" in k else v) for k, v in net.state_dict().items()}
     torch.save({"params": sd} if params else sd, path)
@@ -59,9 +56,7 @@ def test_pyiqa_metric_scores_as_pyiqa_itself(metric, faces, tmp_path):
     raw, mapped = ours.score(faces, max_batch=2)  # two batches
     assert raw.shape == mapped.shape == (3,) and np.isfinite(raw).all()
     # pyiqa's own loader (torch.load with weights_only=False, fine for a file made here)
-    kw = {"pretrained_model_path": path, **options}
-    if metric.startswith("topiq"):
-        kw.update(backbone_pretrain=False, align_crop_face=False)
+    kw = {**offline_kwargs(metric, options), "pretrained_model_path": path}
     torch.manual_seed(99)
     with _no_backbone_downloads():
         ref = pyiqa.create_metric(metric, as_loss=False, device="cpu", **kw)

@@ -162,6 +162,20 @@ def pyiqa_state_dict(path: str) -> dict:
     return {k[7:] if k.startswith("module.") else k: v for k, v in ck.items()}
 
 
+def offline_kwargs(metric: str, options: dict | None = None) -> dict:
+    """``create_metric`` keywords that build ``metric``'s network without any weights: no
+    release checkpoint, no TOPIQ backbone, and TOPIQ-face without its own face alignment (faceqc
+    aligns, so it batches); ``options`` (``iqa.pyiqa_options``) on top."""
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    kw = {"pretrained": False}
+    if DEFAULT_CONFIGS[metric]["metric_opts"]["type"] == "CFANet":  # TOPIQ
+        kw["backbone_pretrain"] = False
+    if metric == "topiq_nr-face":
+        kw["align_crop_face"] = False
+    return {**kw, **(options or {})}
+
+
 def declared_range(config: dict) -> tuple[float, float]:
     """pyiqa's declared ``score_range`` of a metric ("~0, ~100") as numbers, or (0, 1)."""
     try:
@@ -191,14 +205,9 @@ class PyiqaIQA:
             raise ValueError(f"pyiqa has no metric '{metric}' (iqa.pyiqa_metric); "
                              f"no-reference ones include musiq, maniqa, hyperiqa, tres, metaiqa, topiq_nr, topiq_nr-face")
         self.device = _device(use_gpu)
-        kw = {"pretrained": False}
-        if DEFAULT_CONFIGS[metric]["metric_opts"]["type"] == "CFANet":  # TOPIQ
-            kw["backbone_pretrain"] = False
-        if metric == "topiq_nr-face":
-            kw["align_crop_face"] = False
-        kw.update(options or {})
         with _no_backbone_downloads():
-            self.metric = pyiqa.create_metric(metric, as_loss=False, device=self.device, **kw)
+            self.metric = pyiqa.create_metric(metric, as_loss=False, device=self.device,
+                                              **offline_kwargs(metric, options))
         try:
             missing, unexpected = self.metric.net.load_state_dict(pyiqa_state_dict(path), strict=False)
         except RuntimeError as e:  # a parameter of the wrong shape
