@@ -173,7 +173,7 @@ def init_ray(address: Optional[str], quiet: bool = True) -> None:
     if address:
         ray.init(address=address, **kw)
     else:
-        ray.init(include_dashboard=False, **kw)
+        ray.init(address="local", include_dashboard=False, **kw)  # never attach to a stray local cluster
 
 
 def block_rows(n: int, batch_size: int, cluster_cpus: float) -> int:

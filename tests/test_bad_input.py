@@ -10,14 +10,10 @@ file fails exits 1.  The corpus is built at test time from packaged photos (noth
 from __future__ import annotations
 
 import collections
-import io
 import json
 import os
-import socket
-import struct
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -31,110 +27,9 @@ from pipeline.runner import run
 from pipeline.stages.decode import DecodeFailure, read_file
 from pipeline.stages.listing import expand_inputs
 from pipeline.stages.write import SUMMARY_NAME
+from tests.support.corpus import ANY, IS_ROOT, _write, build_corpus, jpeg_bytes
 
 FAILED = ("read_error", "decode_error", "too_large")
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-ANY = None  # expected status: whatever the pipeline finds (a chmod-000 file read by root)
-
-
-# ------------------------------------------------------------------------------ corpus
-def png_bytes(im: Image.Image) -> bytes:
-    b = io.BytesIO()
-    im.save(b, "PNG")
-    return b.getvalue()
-
-
-def jpeg_bytes(im: Image.Image, **kw) -> bytes:
-    b = io.BytesIO()
-    im.save(b, "JPEG", quality=90, **kw)
-    return b.getvalue()
-
-
-def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
-    """A valid small PNG whose IHDR then declares ``width`` x ``height`` (CRC fixed)."""
-    data = bytearray(png_bytes(Image.new("RGB", (8, 8), (90, 90, 90))))
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
-    return bytes(data)
-
-
-def _write(root, name: str, data: bytes) -> str:
-    path = os.path.join(str(root), name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-    return os.path.abspath(path)
-
-
-def _bind_socket(path: str) -> None:
-    """A UNIX socket file (bound relative to its folder: socket paths are limited to ~108 bytes)."""
-    cwd = os.getcwd()
-    os.chdir(os.path.dirname(path))
-    try:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(os.path.basename(path))
-        s.close()  # the socket file stays
-    finally:
-        os.chdir(cwd)
-
-
-def build_corpus(root) -> tuple[dict, dict]:
-    """Write the corpus; return ({abs path: expected status or ANY}, {role: abs path})."""
-    astro = Image.fromarray(samples.astronaut())  # 512x512, one face
-    hanks = Image.fromarray(samples.tom_hanks())  # 112x112 face crop
-    hanks_jpg = jpeg_bytes(hanks)
-    expected, paths = {}, {}
-
-    def put(role, name, data, status):
-        p = _write(root, name, data)
-        expected[p], paths[role] = status, p
-
-    put("good", "good astronaut.jpg", jpeg_bytes(astro), "ok")
-    put("unicode", "été photo ☺.jpg", hanks_jpg, "ok")
-    put("colons", "a::b.jpg", hanks_jpg, "ok")
-    put("brackets", "photo [1].jpg", hanks_jpg, "ok")
-    put("empty", "empty.jpg", b"", "decode_error")
-    full = jpeg_bytes(astro)
-    put("truncated", "truncated.jpg", full[: len(full) // 2], "decode_error")
-    noise = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
-    put("random", "RANDOM.JPG", noise, "decode_error")  # upper-case suffix still listed
-    put("text", "text.png", b"this is not an image\n" * 20, "decode_error")
-    put("bomb", "bomb.png", bomb_png(), "too_large")
-    put("tiny", "tiny 1x1.png", png_bytes(Image.new("RGB", (1, 1), (200, 150, 120))), "no_face")
-    put("grey", "grey.jpg", jpeg_bytes(astro.convert("L")), "ok")
-    rgba = astro.convert("RGBA")
-    rgba.putalpha(200)
-    put("rgba", "rgba.png", png_bytes(rgba), "ok")
-    g16 = Image.fromarray(np.asarray(astro.convert("L")).astype(np.uint16) * 257)
-    assert g16.mode == "I;16"
-    put("grey16", "grey16.png", png_bytes(g16), "ok")
-    put("cmyk", "cmyk.jpg", jpeg_bytes(astro.convert("CMYK")), "ok")
-    # displayed upright as 400 wide x 512 high; stored on disk turned 90° (512 x 400), Orientation 6
-    stored = astro.crop((40, 0, 440, 512)).transpose(Image.Transpose.ROTATE_90)
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    put("exif", "exif rotated.jpg", jpeg_bytes(stored, exif=exif.tobytes()), "ok")
-    # a directory named like an image: walked, not itself a row
-    put("in_folder", "folder.jpg/inside.jpg", hanks_jpg, "ok")
-
-    sock = os.path.join(str(root), "socket.jpg")
-    _bind_socket(sock)
-    expected[sock], paths["socket"] = "read_error", sock
-    fifo = os.path.join(str(root), "pipe.jpg")
-    os.mkfifo(fifo)  # reading it would block forever: must be refused, not read
-    expected[fifo], paths["fifo"] = "read_error", fifo
-    link = os.path.join(str(root), "broken link.jpg")
-    os.symlink("does-not-exist.jpg", link)
-    expected[link], paths["broken_link"] = "read_error", link
-    put("locked", "locked.jpg", hanks_jpg, ANY if IS_ROOT else "read_error")
-    os.chmod(paths["locked"], 0)
-
-    # a plain text file: every file gets a row by default (input.extensions is empty)
-    paths["notes"] = _write(root, "notes.txt", b"some notes\n")
-    expected[paths["notes"]] = "decode_error"
-    paths["folder"] = os.path.abspath(os.path.join(str(root), "folder.jpg"))
-    return expected, paths
 
 
 @pytest.fixture(scope="module")

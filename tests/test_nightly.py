@@ -19,7 +19,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from conftest import kill_processes_mentioning
+from tests.conftest import kill_processes_mentioning
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.nightly import committed_files, committed_runs, diff, nightly, view_keys
