@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.faceqc-installed
 
-.PHONY: demo test bench env clean
+.PHONY: demo test test-fast bench env clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,13 @@ env: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/faceqc demo
 
+# everything: what CI runs (.ci/run); prints the slowest tests
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+# the unit layer only (config, fusion, fs, measures, listing, registry...): under two minutes
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/faceqc bench -n $${N:-2000}

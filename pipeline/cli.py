@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import load_config
+from .errors import ConfigError, FaceqcError, InputError, RowError
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -37,12 +37,12 @@ def _config(args):
 
 
 def cmd_score(args) -> int:
-    from .runner import run, summary_table
+    from .run import run, summary_text
 
     cfg = _config(args)
     summary = run(args.sources, args.out, cfg, limit=args.limit, address=args.address,
                   overwrite=args.overwrite, progress=not args.no_progress)
-    print(summary_table(summary))
+    print(summary_text(summary))
     ok_like = sum(v for k, v in summary["status_counts"].items() if k in ("ok", "no_face"))
     if summary.get("error"):
         return 1
@@ -52,91 +52,17 @@ def cmd_score(args) -> int:
     return 0
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
-    return str(v)
-
-
-def explain_text(row: dict, cfg) -> str:
-    from .stages.fuse import face_raw
-
-    lines = [f"{row['uri']}", f"  status {row['status']}" + (f" ({row['error']})" if row["error"] else "")]
-    if row["status"] not in ("ok",):
-        lines.append(f"  verdict {row['verdict']}  reasons {', '.join(row['reasons'])}")
-        return "\n".join(lines)
-    lines.append(f"  {row['width']}x{row['height']}, {row['num_faces']} face(s), primary face #{row['primary_face']}")
-    lines.append(f"  quality {row['quality']:.1f}  verdict {row['verdict']}  reasons {', '.join(row['reasons']) or '-'}")
-    for j, f in enumerate(row["faces"]):
-        mark = "*" if j == row["primary_face"] else " "
-        lines.append(f" {mark}face {j}: quality {f['quality']:.1f}  det_score {f['det_score']:.2f}  "
-                     f"bbox {[round(v) for v in f['bbox']]}")
-        raw = face_raw([f["iqa"][k] if f["iqa"][k] is not None else float("nan") for k in f["iqa"]],
-                       [f["fiqa"][k] if f["fiqa"][k] is not None else float("nan") for k in f["fiqa"]],
-                       f["inter_eye_px"])
-        raw.update(yaw=f["yaw"], pitch=f["pitch"], roll=f["roll"])
-        lines.append(f"      {'component':16s} {'raw':>9s} {'score':>6s}  curve")
-        for name, score in f["components"].items():
-            curve = cfg.fuse.curves.get(name)
-            desc = (f"{curve.direction} start {curve.start:g} full {curve.full:g} w {curve.weight:g}" if curve
-                    else f"OFIQ cos² w {cfg.fuse.pose_weights.get(name, 1.0):g}")
-            lines.append(f"      {name:16s} {_fmt(raw.get(name)):>9s} {_fmt(score):>6s}  {desc}")
-    return "\n".join(lines)
-
-
-def annotate(img, row: dict):
-    """An RGB copy of ``img`` with boxes, landmarks, pose axes and scores drawn on it."""
-    import cv2
-    import numpy as np
-
-    out = np.ascontiguousarray(img.copy())
-    scale = max(1.0, max(out.shape[:2]) / 800)
-    th = max(1, int(round(2 * scale)))
-    for j, f in enumerate(row["faces"] or []):
-        x1, y1, x2, y2 = [int(round(v)) for v in f["bbox"]]
-        colour = (0, 200, 0) if f["quality"] >= 60 else (230, 160, 0) if f["quality"] >= 35 else (220, 0, 0)
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, th)
-        for x, y in f["landmarks"]:
-            cv2.circle(out, (int(round(x)), int(round(y))), th + 1, (255, 255, 0), -1)
-        # pose axes from the nose: x (red), y (green), z (blue), orthographic projection
-        yaw, pitch, roll = (math.radians(f[k] or 0.0) for k in ("yaw", "pitch", "roll"))
-        cy, sy, cp, sp, cr, sr = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch), math.cos(roll), math.sin(roll)
-        rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-        ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-        rx = np.array([[1, 0, 0], [0, cp, sp], [0, -sp, cp]])
-        r = rz @ ry @ rx
-        nx, ny = f["landmarks"][2]
-        length = 0.5 * (x2 - x1)
-        for axis, col in ((0, (255, 0, 0)), (1, (0, 255, 0)), (2, (0, 0, 255))):
-            v = r[:, axis] * (1 if axis != 1 else -1) * length
-            if axis == 2:
-                v = r @ np.array([0, 0, -1.0]) * length
-            cv2.line(out, (int(nx), int(ny)), (int(nx + v[0]), int(ny + v[1])), col, th)
-        label = f"#{j} Q{f['quality']:.0f}"
-        cv2.putText(out, label, (x1, max(12, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, colour, th)
-        low = sorted((s, k) for k, s in f["components"].items() if s is not None and s < 95)[:4]
-        for i, (s, k) in enumerate(low):
-            cv2.putText(out, f"{k} {s:.0f}", (x1, y2 + int((16 + 16 * i) * scale)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.45 * scale, colour, th)
-    head = f"{row['verdict']}  Q {row['quality']:.1f}" if row["quality"] is not None else f"{row['verdict']} ({row['status']})"
-    cv2.putText(out, head, (8, int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, (255, 255, 255), th + 2)
-    cv2.putText(out, head, (8, int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, (0, 0, 0), th)
-    return out
-
-
 def cmd_explain(args) -> int:
-    from .local import LocalPipeline
-    from .stages.decode import DecodeFailure, decode_image, read_file
-    from .stages.listing import InputError, expand_inputs
+    from .executor import LocalExecutor
+    from .images import decode_image, read_file
+    from .io.listing import expand_inputs
+    from .tools.explain import annotate, explain_text
 
     cfg = _config(args)
     entries = expand_inputs([args.image], cfg.input.storage_options)
     if len(entries) != 1:
         raise InputError(f"explain takes one image; {args.image} holds {len(entries)} files")
-    lp = LocalPipeline(cfg)
-    row = lp.score_entries(entries).to_pylist()[0]
+    row = LocalExecutor(cfg).score_entries(entries).to_pylist()[0]
     if args.json:
         print(json.dumps(row, indent=2, default=str))
     else:
@@ -145,8 +71,9 @@ def cmd_explain(args) -> int:
         from PIL import Image
 
         try:
-            img = decode_image(read_file(entries[0].uri, cfg), cfg.decode.max_pixels)
-        except DecodeFailure as e:
+            img = decode_image(read_file(entries[0].uri, cfg.input.storage_options, cfg.decode.max_bytes),
+                               cfg.decode.max_pixels)
+        except RowError as e:
             print(f"cannot annotate: {e}", file=sys.stderr)
             return 1
         Image.fromarray(annotate(img, row)).save(args.save)
@@ -155,14 +82,14 @@ def cmd_explain(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import make_demo_set
-    from .runner import run, summary_table
+    from .run import run, summary_text
+    from .tools.demo import make_demo_set
 
     cfg = _config(args)
     paths = make_demo_set(args.data)
     print(f"demo set: {len(paths)} images from packaged photos in {args.data}")
     summary = run([args.data], args.out, cfg, overwrite=True, progress=not args.no_progress)
-    print(summary_table(summary))
+    print(summary_text(summary))
     import pyarrow.parquet as pq
 
     t = pq.read_table(args.out, columns=["uri", "status", "quality", "verdict", "reasons"]).to_pylist()
@@ -175,7 +102,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench
+    from .tools.bench import bench
 
     cfg = _config(args)
     bench(cfg, args.n, args.size, args.workdir, loop=not args.no_loop, loop_n=args.loop_n)
@@ -183,7 +110,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
+    from .tools.report import write_report
 
     cfg = _config(args) if (args.config or args.profile or args.storage_options) else None
     facts = write_report(args.out, args.html, cfg, per_gallery=args.per_gallery)
@@ -193,7 +120,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibrate import calibrate, config_text, format_text, write_config
+    from .tools.calibrate import calibrate, config_text, format_text, write_config
 
     cfg = _config(args) if (args.config or args.profile) else None
     so = _config(args).input.storage_options if args.storage_options else None
@@ -208,7 +135,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_nightly(args) -> int:
-    from .nightly import nightly, summary_text
+    from .tools.nightly import nightly, summary_text
 
     cfg = _config(args)
     summary = nightly(args.source, args.out, cfg, address=args.address, progress=not args.no_progress)
@@ -218,12 +145,12 @@ def cmd_nightly(args) -> int:
 
 def cmd_models(args) -> int:
     from . import modelstore
-    from .models import REGISTRY
+    from .models import CATALOGUE
 
     so = json.loads(args.storage_options) if getattr(args, "storage_options", None) else None
     if args.action == "list":
         print(f"{'model':26s} {'task':30s} {'commercial':10s} {'size':>10s}  licence / source")
-        for info in REGISTRY.values():
+        for info in CATALOGUE.values():
             d = modelstore.describe(info)
             size = f"{d['size'] / 1e6:.1f} MB" if d["size"] else ("-" if not info.uri else "not cached")
             print(f"{info.id:26s} {info.task:30s} {'yes' if info.commercial_use else 'NO':10s} {size:>10s}  "
@@ -318,16 +245,12 @@ def _add_models_parser(sub) -> None:
 
 
 def main(argv=None) -> int:
-    from .models import ModelError
-    from .runner import OutputError
-    from .stages.listing import InputError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, InputError, OutputError, ModelError) as e:
+    except FaceqcError as e:
         print(f"faceqc: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -7,16 +7,31 @@ import functools
 import json
 import os
 import tempfile
-from typing import Tuple
+from typing import Optional, Tuple
 
 import fsspec
 from fsspec.core import url_to_fs
+
+from .errors import InputError, MissingDependency, OutputError
+
+# the faceqc extra that installs each bucket protocol's fsspec implementation
+PROTOCOL_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure",
+                   "abfss": "azure", "adl": "azure"}
 
 
 @functools.lru_cache(maxsize=32)
 def _fs_cached(protocol_key: str, options_json: str):
     protocol = protocol_key or "file"
-    return fsspec.filesystem(protocol, **json.loads(options_json))
+    try:
+        return fsspec.filesystem(protocol, **json.loads(options_json))
+    except ImportError as e:
+        extra = PROTOCOL_EXTRAS.get(protocol)
+        hint = f'pip install "faceqc[{extra}]"' if extra else str(e)
+        raise MissingDependency(f"{protocol}:// URIs need a package that is not installed: {hint}") from e
+    except ValueError as e:
+        if "Protocol not known" in str(e):
+            raise InputError(f"unknown URI scheme {protocol}:// (known: file, s3, gs, az, abfs, https...)") from e
+        raise
 
 
 def get_fs(uri: str, storage_options: dict | None = None) -> Tuple[fsspec.AbstractFileSystem, str]:
@@ -34,6 +49,11 @@ def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+def local_path(uri: str) -> str:
+    """The filesystem path of a local URI (``file://`` stripped); other URIs unchanged."""
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
 def join_uri(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
@@ -47,6 +67,25 @@ def read_bytes(uri: str, storage_options: dict | None = None, max_bytes: int | N
     if len(data) > max_bytes:
         raise OverflowError(f"file is larger than decode.max_bytes ({max_bytes} bytes)")
     return data
+
+
+def read_json(uri: str, storage_options: dict | None = None) -> Optional[dict]:
+    """A small JSON file; None if it is missing or unreadable as JSON.  A store that cannot be
+    reached at all is an OutputError (reported before any work, exit code 2)."""
+    fs, path = get_fs(uri, storage_options)
+    try:
+        with fs.open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):  # missing, not a folder, unreadable
+        return None
+    except Exception as e:  # noqa: BLE001 - endpoint, credentials
+        raise OutputError(redact(f"cannot read {uri}: {type(e).__name__}: {e}", storage_options)) from e
+
+
+def write_json(uri: str, obj: dict, storage_options: dict | None = None) -> None:
+    """A small JSON file, replaced atomically, with every secret of ``storage_options`` masked."""
+    text = json.dumps(obj, indent=2, default=str)
+    write_bytes_atomic(uri, redact(text, storage_options).encode(), storage_options)
 
 
 def write_bytes_atomic(uri: str, data: bytes, storage_options: dict | None = None) -> None:

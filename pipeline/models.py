@@ -1,4 +1,4 @@
-"""Model registry: every model faceqc can use, with its source and licence.
+"""The model catalogue: every model faceqc knows by name, with its source and licence.
 
 The offline profile uses only models that ship inside PyPI packages, so it runs with no
 network at all.  Their licences are recorded here and copied into every run summary.
@@ -13,9 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-
-class ModelError(RuntimeError):
-    """A model is missing or cannot be loaded."""
+from .errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class ModelInfo:
         return asdict(self)
 
 
-REGISTRY = {
+CATALOGUE = {
     m.id: m
     for m in [
         ModelInfo(
@@ -125,9 +123,9 @@ def dlib_models_dir() -> str:
 
 
 def model_path(model_id: str) -> str:
-    info = REGISTRY.get(model_id)
+    info = CATALOGUE.get(model_id)
     if info is None:
-        raise ModelError(f"unknown model '{model_id}' (known: {', '.join(REGISTRY)})")
+        raise ModelError(f"unknown model '{model_id}' (known: {', '.join(CATALOGUE)})")
     if not info.file:
         raise ModelError(f"model '{model_id}' is built in and has no file")
     path = os.path.join(dlib_models_dir(), info.file)
@@ -144,35 +142,10 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def models_for(cfg) -> list[ModelInfo]:
-    """The models a configuration uses, in pipeline order."""
-    det = cfg.detect.detector
-    if det == "scrfd":
-        ids = ["faceqc-classical-iqa"]
-    else:
-        ids = ["dlib-hog-frontal" if det == "dlib_hog" else "dlib-mmod-human-face",
-               "dlib-shape-predictor-5", "faceqc-classical-iqa"]
-    if cfg.fiqa.backend == "dlib_stability":
-        ids.append("dlib-resnet-face-v1")
-    out = [REGISTRY[i] for i in ids]
-    if det == "scrfd":
-        out.insert(0, _named(cfg.detect.model, "detect"))
-        if cfg.detect.pose_model:
-            out.insert(1, _named(cfg.detect.pose_model, "landmarks+pose"))
-    if cfg.fiqa.backend == "onnx":
-        out.append(_named(cfg.fiqa.model, "fiqa"))
-    if cfg.iqa.model_backend == "timm":
-        out.append(_named(cfg.iqa.model, "iqa"))
-    elif cfg.iqa.model_backend == "pyiqa":
-        out.append(REGISTRY["pyiqa"])
-        out.append(_named(cfg.iqa.model, "iqa"))
-    return out
-
-
-def _named(ref: str, task: str) -> ModelInfo:
+def named(ref: str, task: str) -> ModelInfo:
     """The registry entry of a model named in config, or a record of a user-supplied file."""
-    if ref in REGISTRY:
-        return REGISTRY[ref]
+    if ref in CATALOGUE:
+        return CATALOGUE[ref]
     uri = ref.split("#sha256=")[0]
     return ModelInfo(uri, task, f"user-supplied: {uri}", "not recorded: declared by whoever supplied the file", False,
                      uri=uri)

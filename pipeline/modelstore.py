@@ -17,7 +17,9 @@ import re
 import time
 from typing import Optional, Tuple
 
-from .models import REGISTRY, ModelError, ModelInfo, sha256_file
+from .errors import ModelError
+from .fs import get_fs, is_local, join_uri, local_path
+from .models import CATALOGUE, ModelInfo, sha256_file
 
 _SHA_RE = re.compile(r"#sha256=([0-9a-fA-F]{64})$")
 
@@ -56,7 +58,7 @@ def _verify(path: str, want: Optional[str], label: str) -> str:
 def resolve(ref: str, sha256: Optional[str] = None, storage_options: Optional[dict] = None) -> str:
     """Local path of the model named by ``ref`` (registry name, local path or URI), fetched and
     verified as needed."""
-    info = REGISTRY.get(ref)
+    info = CATALOGUE.get(ref)
     label = ref
     if info is not None:
         if info.file:  # ships inside a package
@@ -69,8 +71,8 @@ def resolve(ref: str, sha256: Optional[str] = None, storage_options: Optional[di
         ref, sha256 = info.uri, sha256 or info.sha256
     uri, pinned = split_ref(ref)
     want = sha256 or pinned
-    if "://" not in uri or uri.startswith("file://"):
-        path = uri[len("file://"):] if uri.startswith("file://") else uri
+    if is_local(uri):
+        path = local_path(uri)
         if not os.path.isfile(path):
             raise ModelError(f"model {label} not found at {path}: {_pull_hint(label)}")
         _verify(path, want, label) if want else None
@@ -100,8 +102,6 @@ def resolve(ref: str, sha256: Optional[str] = None, storage_options: Optional[di
 
 
 def _fetch(uri: str, dest: str, storage_options: Optional[dict]) -> None:
-    from .fs import get_fs
-
     try:
         fs, path = get_fs(uri, storage_options)
         with fs.open(path, "rb") as src, open(dest + ".part", "wb") as out:
@@ -121,9 +121,7 @@ def pull(ref: str, to: Optional[str] = None, storage_options: Optional[dict] = N
     path = resolve(ref, storage_options=storage_options)
     if not to:
         return path
-    from .fs import get_fs, join_uri
-
-    info = REGISTRY.get(ref)
+    info = CATALOGUE.get(ref)
     src = info.uri if info is not None and info.uri else ref
     name = os.path.basename(path) if info is not None and info.file else os.path.basename(split_ref(src)[0])
     target = join_uri(to, name)

@@ -1,18 +1,28 @@
 """The output contract: one Parquet row per input file.
 
 Column names here are fixed (SCHEMA_VERSION bumps on any incompatible change); new columns may
-be added.  See README "Output schema" for the meaning of each field.
+be added.  See README "Output schema" for the meaning of each field.  Stages write the nested
+values named here; :func:`conform` turns the fuse stage's rows into exactly this schema.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from typing import Optional, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import SCHEMA_VERSION, __version__
-from .stages.fiqa import FIQA_KEYS
-from .stages.iqa import FACE_IQA_KEYS, IMAGE_IQA_KEYS
+
+# raw measures of a face (iqa stage: classical measures, then a deep model's raw and 0-100 output)
+FACE_IQA_KEYS = ("sharpness", "noise", "blockiness", "dark_clip", "bright_clip", "brightness", "contrast",
+                 "model_raw", "model_score")
+# whole-image measures, from a 256 px thumbnail
+IMAGE_IQA_KEYS = ("sharpness", "noise", "brightness", "contrast", "model_score")
+# raw face-quality outputs (fiqa stage)
+FIQA_KEYS = ("stability", "model_raw", "model_score")
 
 # component scores (0-100) of a face, in the order reasons are checked
 COMPONENTS = (
@@ -23,6 +33,8 @@ COMPONENTS = (
 STATUSES = ("ok", "no_face", "read_error", "decode_error", "too_large",
             "detect_error", "iqa_error", "fiqa_error", "fuse_error")
 VERDICTS = ("accept", "review", "reject")
+
+EXTRA_PREFIX = "extra."  # listing columns carried through the stages to the output
 
 f32 = pa.float32()
 
@@ -66,13 +78,77 @@ BASE_SCHEMA = pa.schema(
     ]
 )
 
+# output columns a manifest's own columns must not shadow: ours, and those nightly runs add
+RESERVED = tuple(BASE_SCHEMA.names) + ("etag", "run_id", "change")
 
-def schema_with_metadata(models: list, profile: str) -> pa.Schema:
-    return BASE_SCHEMA.with_metadata(
-        {
-            "faceqc.schema_version": SCHEMA_VERSION,
-            "faceqc.version": __version__,
-            "faceqc.profile": profile,
-            "faceqc.models": json.dumps([m.as_dict() for m in models]),
-        }
-    )
+
+def carried_name(name: str) -> str:
+    """The output column a manifest column becomes (renamed if it would shadow one of ours)."""
+    return f"manifest_{name}" if name in RESERVED else name
+
+
+def extra_fields(listing: Optional[pa.Table]) -> list:
+    """Output columns carried through from the listing (``extra.<name>`` -> ``<name>``)."""
+    if listing is None:
+        return []
+    return [pa.field(f.name[len(EXTRA_PREFIX):], f.type) for f in listing.schema if f.name.startswith(EXTRA_PREFIX)]
+
+
+def output_schema(listing: Optional[pa.Table], models: Sequence, profile: str) -> pa.Schema:
+    """The base schema, then the listing's carried columns; metadata names the schema and faceqc
+    versions, the profile and every model (id, source, licence)."""
+    meta = {
+        "faceqc.schema_version": SCHEMA_VERSION,
+        "faceqc.version": __version__,
+        "faceqc.profile": profile,
+        "faceqc.models": json.dumps([m.as_dict() for m in models]),
+    }
+    return pa.schema(list(BASE_SCHEMA) + extra_fields(listing), metadata=meta)
+
+
+def carried_column(values, typ: Optional[pa.DataType]) -> pa.Array:
+    """A listing column carried through the stages (NumPy or Arrow values) back to its type
+    (``None``: Arrow's inference, text when even that fails)."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        try:
+            return values.cast(typ)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            values = values.to_pylist()
+    try:
+        return pa.array(values, type=typ, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        pass
+    py = [v.tolist() if hasattr(v, "tolist") else v for v in values]
+    py = [None if isinstance(v, float) and not math.isfinite(v) else v for v in py]
+    try:
+        return pa.array(py, type=typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        if typ is None:
+            return pa.array([None if v is None else str(v) for v in py], pa.string())
+        return pa.nulls(len(py), typ)
+
+
+def conform(rows, schema: pa.Schema, mask=None) -> pa.Table:
+    """The fuse stage's rows (an Arrow table, or the dict of columns Ray hands on) in exactly
+    ``schema``: its columns, types and metadata, carried columns taken from ``extra.<name>``,
+    and ``error`` texts passed through ``mask`` (secret redaction) when given."""
+    if not isinstance(rows, pa.Table):
+        rows = pa.table({k: carried_column(v, BASE_SCHEMA.field(k).type) if k in BASE_SCHEMA.names else v
+                         for k, v in rows.items()})
+    n = rows.num_rows
+    cols = []
+    for f in schema:
+        if f.name in BASE_SCHEMA.names:
+            col = rows.column(f.name)
+            cols.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            src = EXTRA_PREFIX + f.name
+            cols.append(carried_column(rows.column(src), f.type) if src in rows.column_names
+                        else pa.nulls(n, f.type))
+    table = pa.Table.from_arrays(cols, schema=schema)
+    if mask is not None and n:
+        errors = table.column("error")
+        if pc.any(pc.is_valid(errors)).as_py():
+            masked = pa.array([None if e is None else mask(e) for e in errors.to_pylist()], pa.string())
+            table = table.set_column(schema.get_field_index("error"), "error", masked)
+    return table

@@ -1,8 +1,19 @@
-"""Shared test fixtures."""
+"""Shared test fixtures, and the two layers of the suite: tests that start Ray, a server, a
+subprocess or a browser, or score hundreds of images, are ``slow`` (``make test-fast`` skips
+them; ``make test``, what CI runs, runs everything)."""
 
 from __future__ import annotations
 
 import pytest
+
+# fixtures that start Ray or a server: every test using one is slow
+SLOW_FIXTURES = {"ray_local", "moto_s3", "ray_tmpdir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="module")
@@ -10,7 +21,7 @@ def ray_local():
     """One local Ray instance for a whole test module (start-up costs seconds), shut down after it."""
     import ray
 
-    from pipeline.runner import init_ray
+    from pipeline.executor import init_ray
 
     init_ray(None)
     yield ray
@@ -24,7 +35,7 @@ def moto_s3(tmp_path_factory):
     and subprocesses started after it), so nothing here can reach a real cloud endpoint."""
     import os
 
-    from jobs.s3local import MotoServer
+    from tests.support.s3local import MotoServer
 
     server = MotoServer(log=str(tmp_path_factory.mktemp("moto") / "requests.log")).start()
     saved = {k: os.environ.get(k) for k in server.env}
@@ -45,7 +56,7 @@ def face_jpegs(tmp_path_factory):
     """Small face JPEGs (96 px) made from the packaged photos: (name -> bytes), 400 of them."""
     import os
 
-    from pipeline.bench import generate
+    from pipeline.tools.bench import generate
 
     folder = generate(str(tmp_path_factory.mktemp("faces") / "jpegs"), 400, 96)
     out = {}

@@ -15,12 +15,23 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import samples
-from pipeline.calibrate import (LabelError, calibrate, config_text, current_weights, face_features,
-                                feature_names, quality_of, read_labels, write_config)
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.local import LocalPipeline
+from pipeline.executor import LocalExecutor
+from pipeline.tools import samples
+from pipeline.tools.calibrate import (
+    LabelError,
+    calibrate,
+    config_text,
+    current_weights,
+    face_features,
+    feature_names,
+    quality_of,
+    read_labels,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow  # minutes of CPU: not in make test-fast
 
 PROFILE = "offline-fast"  # the face-embedding network plays no part here; ~7x cheaper
 
@@ -43,7 +54,7 @@ def scored(cfg, tmp_path_factory):
                 imgs.append(samples.degrade(img, fam, s))
                 names.append(f"photos/{face}/{fam}-{k}.png")
                 meta.append((face, fam, k))
-    table = LocalPipeline(cfg).score_images(imgs, names)
+    table = LocalExecutor(cfg).score_images(imgs, names)
     out = tmp_path_factory.mktemp("calib") / "results"
     out.mkdir()
     pq.write_table(table, str(out / "part-00000.parquet"))
@@ -184,7 +195,7 @@ def test_written_config_loads_and_changes_verdicts_as_intended(scored, calibrate
     imgs = [faces[meta[i][0]] if meta[i][1] == "none" else
             samples.degrade(faces[meta[i][0]], meta[i][1], samples.FAMILIES[meta[i][1]][1][meta[i][2]])
             for i in pick]
-    new_rows = LocalPipeline(new).score_images(imgs, [rows[i]["uri"] for i in pick]).to_pylist()
+    new_rows = LocalExecutor(new).score_images(imgs, [rows[i]["uri"] for i in pick]).to_pylist()
     labels = {r["uri"]: r["label"] for r in csv.DictReader(open(labels_path))}
     y = np.array([labels[rows[i]["uri"]] == "accept" for i in pick])
     old_acc = np.array([rows[i]["verdict"] == "accept" for i in pick])

@@ -23,10 +23,11 @@ from onnx import TensorProto, helper, numpy_helper
 from pipeline.backends import insightface_pack as ifp
 from pipeline.backends.fiqa_onnx import OnnxFIQA
 from pipeline.backends.insightface_pack import Landmark3D68, ScrfdDetector, find_pack
+from pipeline.errors import ModelError
 from pipeline.geometry import head_pose_dlib5
-from pipeline.models import REGISTRY, ModelError
+from pipeline.models import CATALOGUE
 
-ARCFACE_NORM = REGISTRY["arcface-embedding-norm"].contract
+ARCFACE_NORM = CATALOGUE["arcface-embedding-norm"].contract
 
 NORM = lambda v: (v - 127.5) / 128.0  # noqa: E731 - SCRFD / 1k3d68 input normalisation
 
@@ -462,7 +463,7 @@ def test_find_pack_by_shapes_and_missing_models(tmp_path):
 def test_synthetic_stand_ins_have_the_real_contracts(tmp_path):
     import onnxruntime as ort
 
-    from pipeline.backends import synthetic
+    from tests.support import synthetic
 
     det_path = synthetic.scrfd_like(str(tmp_path / "det.onnx"), "tiny")
     s = ort.InferenceSession(det_path, providers=["CPUExecutionProvider"])
@@ -503,7 +504,7 @@ def test_synthetic_stand_ins_have_the_real_contracts(tmp_path):
 def test_synthetic_full_size_models_cost_what_the_real_ones_do():
     """Random weights are only honest for timing when the compute matches: counted on the meta
     device (nothing runs)."""
-    from pipeline.backends import synthetic
+    from tests.support import synthetic
 
     macs = synthetic.count_macs(synthetic.scrfd_module("10g", plant_face=False), (1, 3, 480, 640))
     assert 9e9 < macs < 11e9  # SCRFD-10G: 10 GFLOPs (mmcv's count = MACs) at VGA

@@ -9,10 +9,11 @@ import torch
 
 from pipeline.backends.iqa_torch import TimmIQA
 from pipeline.config import ConfigError, load_config
-from pipeline.demo import make_demo_set
-from pipeline.local import LocalPipeline
-from pipeline.runner import run
-from pipeline.samples import astronaut
+from pipeline.errors import ModelError
+from pipeline.executor import LocalExecutor
+from pipeline.run import run
+from pipeline.tools.demo import make_demo_set
+from pipeline.tools.samples import astronaut
 
 
 def make_checkpoint(path, arch="resnet18", seed=0, lo=-1.0, hi=1.0):
@@ -54,7 +55,7 @@ def test_checkpoint_with_code_is_refused(tmp_path):
 def test_incomplete_checkpoint_is_a_clear_error(tmp_path):
     p = tmp_path / "bad.pt"
     torch.save({"state_dict": {}}, p)
-    with pytest.raises(ValueError, match="lacks arch"):
+    with pytest.raises(ModelError, match="lacks arch"):
         TimmIQA(str(p))
     with pytest.raises(ConfigError, match="iqa.model"):
         load_config(overrides={"iqa": {"model_backend": "timm"}})
@@ -80,6 +81,6 @@ def test_timm_iqa_in_pipeline_as_actor_pool(ray_local, tmp_path):
         assert f["components"]["iqa_model"] is not None
         assert r["image_iqa"]["model_score"] is not None
     # same numbers as the single-process loop over the same stage code
-    loop = LocalPipeline(cfg).score_images([astronaut()]).to_pylist()[0]
+    loop = LocalExecutor(cfg).score_images([astronaut()]).to_pylist()[0]
     ray_ast = next(r for r in rows if r["uri"].endswith("/astronaut.png"))
     assert abs(loop["faces"][0]["iqa"]["model_raw"] - ray_ast["faces"][0]["iqa"]["model_raw"]) < 1e-3

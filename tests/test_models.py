@@ -17,9 +17,9 @@ from onnx import TensorProto, helper, numpy_helper
 from pipeline import modelstore
 from pipeline.backends.fiqa_onnx import OnnxFIQA, map_output
 from pipeline.config import ConfigError, load_config
-from pipeline.local import LocalPipeline
-from pipeline.models import ModelError
-from pipeline.samples import astronaut
+from pipeline.errors import ModelError
+from pipeline.executor import LocalExecutor
+from pipeline.tools.samples import astronaut
 
 
 def channel_model(path, weights, out_dim=1, batch=None):
@@ -77,7 +77,7 @@ def test_vector_output_scored_by_its_norm(tmp_path):
 
 def test_incomplete_contract_is_refused(tmp_path):
     path = channel_model(tmp_path / "m.onnx", [1, 0, 0])
-    with pytest.raises(ValueError, match="contract lacks"):
+    with pytest.raises(ModelError, match="contract lacks"):
         OnnxFIQA(path, {"size": 112, "colour": "RGB"})
 
 
@@ -91,7 +91,7 @@ def test_onnx_fiqa_in_the_pipeline(tmp_path):
                      "output": "linear", "lo": -1.0, "hi": 1.0}}})
     img = astronaut()
     dark = (img * 0.15).astype(np.uint8)
-    rows = LocalPipeline(cfg).score_images([img, dark]).to_pylist()
+    rows = LocalExecutor(cfg).score_images([img, dark]).to_pylist()
     bright, darker = (r["faces"][r["primary_face"]] for r in rows)
     assert bright["fiqa"]["model_score"] > darker["fiqa"]["model_score"]
     assert bright["components"]["fiqa_model"] is not None

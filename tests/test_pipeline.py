@@ -11,11 +11,11 @@ import pytest
 from pipeline import SCHEMA_VERSION
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.demo import make_demo_set
-from pipeline.local import LocalPipeline
-from pipeline.runner import run
+from pipeline.executor import LocalExecutor
+from pipeline.io.listing import expand_inputs
+from pipeline.run import run
 from pipeline.schema import BASE_SCHEMA, COMPONENTS
-from pipeline.stages.listing import expand_inputs
+from pipeline.tools.demo import make_demo_set
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_ray_matches_single_process_loop(scored, demo_dir):
     out, _ = scored
     ray_rows = {r["uri"]: r["quality"] for r in pq.read_table(out, columns=["uri", "quality"]).to_pylist()}
     loop_rows = {r["uri"]: r["quality"] for r in
-                 LocalPipeline(load_config()).score_entries(expand_inputs([demo_dir])).to_pylist()}
+                 LocalExecutor(load_config()).score_entries(expand_inputs([demo_dir])).to_pylist()}
     assert ray_rows.keys() == loop_rows.keys()
     for k in ray_rows:
         assert (ray_rows[k] is None) == (loop_rows[k] is None)
@@ -133,34 +133,3 @@ def test_cli_score_refuses_to_overwrite_and_explain_saves_png(scored, demo_dir, 
 
     im = Image.open(png)
     assert im.size == (1280, 886)
-
-
-def test_config_errors_are_clear(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("fuse:\n  acept: 50\n")
-    from pipeline.config import ConfigError
-
-    with pytest.raises(ConfigError, match="unknown setting 'fuse.acept'"):
-        load_config(str(bad))
-    bad.write_text("fuse:\n  accept: 20\n  review: 50\n")
-    with pytest.raises(ConfigError, match="review"):
-        load_config(str(bad))
-    with pytest.raises(ConfigError, match="unknown profile"):
-        load_config(profile="nope")
-    good = tmp_path / "good.yaml"
-    good.write_text("fuse:\n  accept: 70\n  curves:\n    sharpness: {start: 0.05}\n")
-    cfg = load_config(str(good))
-    assert cfg.fuse.accept == 70 and cfg.fuse.curves["sharpness"].start == 0.05
-    assert cfg.fuse.curves["sharpness"].full == load_config().fuse.curves["sharpness"].full
-
-
-def test_extension_filter_counts_what_walks_skip(tmp_path):
-    (tmp_path / "a.jpg").write_bytes(b"x")
-    (tmp_path / "b.txt").write_bytes(b"x")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "c.JPG").write_bytes(b"x")
-    stats = {}
-    got = expand_inputs([str(tmp_path), str(tmp_path / "b.txt")], extensions=[".jpg"], stats=stats)
-    names = sorted(os.path.basename(e.uri) for e in got)
-    assert names == ["a.jpg", "b.txt", "c.JPG"]  # an explicitly named file is always kept
-    assert stats["skipped_by_extension"] == 1

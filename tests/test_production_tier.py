@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.backends import synthetic
 from pipeline.config import load_config
-from pipeline.demo import make_demo_set
-from pipeline.models import ModelError
-from pipeline.runner import run
+from pipeline.errors import ModelError
+from pipeline.run import run
+from pipeline.tools.demo import make_demo_set
+from tests.support import synthetic
 
 
 def sha(path):
@@ -78,21 +78,21 @@ def test_production_profile_end_to_end(ray_local, pack, tmp_path):
 
 
 def test_corrupt_model_fails_before_scoring(pack, tmp_path):
-    from pipeline.local import LocalPipeline
+    from pipeline.executor import LocalExecutor
 
     rec = tmp_path / "w600k_r50.onnx"
     shutil.copy(pack / "w600k_r50.onnx", rec)
     cfg = production_cfg(pack, fiqa={"model": f"{rec}#sha256={'0' * 64}"})
     with pytest.raises(ModelError, match="sha256 mismatch"):
-        LocalPipeline(cfg)
+        LocalExecutor(cfg)
 
 
 def test_missing_model_is_named_with_how_to_pull(pack, tmp_path):
-    from pipeline.local import LocalPipeline
+    from pipeline.executor import LocalExecutor
 
     empty = tmp_path / "empty_pack"
     empty.mkdir()
     with pytest.raises(ModelError, match="det"):
-        LocalPipeline(production_cfg(pack, detect={"model": str(empty)}))
+        LocalExecutor(production_cfg(pack, detect={"model": str(empty)}))
     with pytest.raises(ModelError, match="faceqc models pull"):
-        LocalPipeline(production_cfg(pack, iqa={"model": str(tmp_path / "missing.pt"), "sha256": ""}))
+        LocalExecutor(production_cfg(pack, iqa={"model": str(tmp_path / "missing.pt"), "sha256": ""}))

@@ -6,14 +6,17 @@ exactly as pyiqa's own loader scores the same file, on real face photos."""
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 import pyiqa  # installed by `make test` (see the Makefile): no skip in CI
+import pytest
 import torch
 
 from pipeline.backends.iqa_torch import PyiqaIQA, _no_backbone_downloads, offline_kwargs
 from pipeline.config import load_config
-from pipeline.local import LocalPipeline
-from pipeline.samples import astronaut, tom_hanks
+from pipeline.errors import ConfigError, ModelError
+from pipeline.executor import LocalExecutor
+from pipeline.tools.samples import astronaut, tom_hanks
+
+pytestmark = pytest.mark.slow  # minutes of CPU: not in make test-fast
 
 # metric -> (options that cut test-time crops on CPU, pyiqa's release files wrap weights in 'params')
 METRICS = {
@@ -88,10 +91,10 @@ def test_weights_that_do_not_fit_are_named(faces, tmp_path):
     del sd[dropped]
     sd["extra.weight"] = torch.zeros(1)
     torch.save(sd, path)
-    with pytest.raises(ValueError, match=r"do not fit musiq: 1 missing \(" + dropped.replace(".", r"\.")
+    with pytest.raises(ModelError, match=r"do not fit musiq: 1 missing \(" + dropped.replace(".", r"\.")
                        + r"\), 1 unexpected \(extra\.weight\)"):
         PyiqaIQA("musiq", str(path))
-    with pytest.raises(ValueError, match="has no metric 'musiq-v9'"):
+    with pytest.raises(ConfigError, match="has no metric 'musiq-v9'"):
         PyiqaIQA("musiq-v9", str(path))
 
 
@@ -104,7 +107,7 @@ def test_output_range_defaults_to_the_metrics_declared_range(faces, tmp_path):
     assert (meta.lo, meta.hi) == (0.0, 1.0)
     from pipeline.config import ConfigError
 
-    with pytest.raises(ConfigError, match="iqa.model_range must be empty or"):
+    with pytest.raises(ConfigError, match="iqa.model_range: must be empty or"):
         load_config(overrides={"iqa": {"model_range": [0.5, 0.5]}})
 
 
@@ -123,7 +126,7 @@ def test_pyiqa_in_the_pipeline_records_its_licence(tmp_path):
     path = _random_weights("metaiqa", {}, False, tmp_path / "metaiqa.pth", seed=5)
     cfg = load_config(profile="offline-fast", overrides={"iqa": {
         "model_backend": "pyiqa", "pyiqa_metric": "metaiqa", "model": path}})
-    pipe = LocalPipeline(cfg)
+    pipe = LocalExecutor(cfg)
     table = pipe.score_images([astronaut(), tom_hanks()])
     rows = table.to_pylist()
     for r in rows:

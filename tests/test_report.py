@@ -23,10 +23,12 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.demo import make_demo_set
-from pipeline.report import read_run
-from pipeline.runner import run
+from pipeline.io.results import read_results as read_run
+from pipeline.run import run
 from pipeline.schema import COMPONENTS
+from pipeline.tools.demo import make_demo_set
+
+pytestmark = pytest.mark.slow  # Ray and a browser: not in make test-fast
 
 HOSTILE = "<script>alert(\"pwn\")&'x'<img src=x onerror=alert(1)>.png"
 SCREENSHOT_COPY = "/tmp/faceqc-report-screenshot.png"

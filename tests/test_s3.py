@@ -17,11 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.s3local import ACCESS_KEY, SECRET_KEY
 from pipeline.config import load_config
-from pipeline.runner import run, run_table
-from pipeline.stages.listing import entries_table, expand_inputs, list_table, read_manifest
-from pipeline.stages.write import SUMMARY_NAME
+from pipeline.io.listing import entries_table, expand_inputs, list_table, read_manifest
+from pipeline.io.parts import SUMMARY_NAME
+from pipeline.run import run, run_table
+from tests.support.s3local import ACCESS_KEY, SECRET_KEY
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ODD_KEYS = ["photos/with space/a b.jpg", "photos/ünïcödé/顔 写真.jpg", "photos/plain/c.jpg",

@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from pipeline import samples
 from pipeline.config import load_config
-from pipeline.local import LocalPipeline
+from pipeline.executor import LocalExecutor
+from pipeline.tools import samples
+
+pytestmark = pytest.mark.slow  # minutes of CPU: not in make test-fast
 
 
 @pytest.fixture(scope="module")
 def lp():
-    return LocalPipeline(load_config())
+    return LocalExecutor(load_config())
 
 
 @pytest.fixture(scope="module")

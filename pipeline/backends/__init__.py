@@ -1,13 +1,6 @@
-"""Model backends of the production tier (ONNX Runtime, torch/timm, pyiqa), behind the same
-stage interfaces as the offline models.  Each backend imports its framework lazily and, when
-it is missing, fails at construction with the exact `pip install` to run."""
+"""Backends: the swappable parts of stages (decoders, detectors, IQA and face-quality models).
+Each module registers its backends with :mod:`pipeline.registry` on import and imports its
+framework (dlib, ONNX Runtime, torch...) only when a backend is built; a missing one is reported
+before any work as one line naming the extra to install."""
 
-
-def require(module: str, pip_name: str, purpose: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"{purpose} needs {pip_name}: pip install '{pip_name}' "
-                          f"(or pip install 'faceqc[prod]')") from e
+from . import classical, decoders, dlib_models, fiqa_onnx, insightface_pack, iqa_torch  # noqa: F401

@@ -16,6 +16,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..errors import ConfigError, ModelError
+from ..models import CATALOGUE, named
+from ..registry import register
+from ..schema import FIQA_KEYS
 from .onnx_runtime import graph_normalises_input, make_session, run_batched
 
 REQUIRED = ("size", "colour", "scale", "mean", "std", "output")
@@ -24,15 +28,15 @@ REQUIRED = ("size", "colour", "scale", "mean", "std", "output")
 def check_contract(contract: dict, name: str) -> dict:
     missing = [k for k in REQUIRED if k not in contract]
     if missing:
-        raise ValueError(f"FIQA model {name}: contract lacks {', '.join(missing)}")
+        raise ModelError(f"FIQA model {name}: contract lacks {', '.join(missing)}")
     if contract["colour"] not in ("RGB", "BGR"):
-        raise ValueError(f"FIQA model {name}: colour must be RGB or BGR")
+        raise ModelError(f"FIQA model {name}: colour must be RGB or BGR")
     if contract["output"] == "ofiq_sigmoid" and not {"x0", "w"} <= contract.keys():
-        raise ValueError(f"FIQA model {name}: output ofiq_sigmoid needs x0 and w")
+        raise ModelError(f"FIQA model {name}: output ofiq_sigmoid needs x0 and w")
     if contract["output"] == "linear" and not {"lo", "hi"} <= contract.keys():
-        raise ValueError(f"FIQA model {name}: output linear needs lo and hi")
+        raise ModelError(f"FIQA model {name}: output linear needs lo and hi")
     if contract["output"] not in ("ofiq_sigmoid", "linear"):
-        raise ValueError(f"FIQA model {name}: output must be ofiq_sigmoid or linear")
+        raise ModelError(f"FIQA model {name}: output must be ofiq_sigmoid or linear")
     return contract
 
 
@@ -70,3 +74,37 @@ class OnnxFIQA:
         raw = np.asarray(out, np.float64).reshape(len(crops), -1)
         raw = raw[:, 0] if raw.shape[1] == 1 else np.linalg.norm(raw, axis=1)  # vector -> its norm
         return raw.astype(np.float32), map_output(raw, self.c).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# the fiqa backend
+
+
+def _check(cfg) -> None:
+    f = cfg.fiqa
+    if not f.model:
+        raise ConfigError("fiqa.backend 'onnx' needs fiqa.model: a registry name, local path or URI")
+    if f.contract_from and f.contract_from not in CATALOGUE:
+        raise ConfigError(f"fiqa.contract_from: unknown model '{f.contract_from}' (known: {', '.join(CATALOGUE)})")
+
+
+@register("fiqa", "onnx", models=lambda cfg: [named(cfg.fiqa.model, "fiqa")], check=_check,
+          needs=(("onnxruntime", "prod"),))
+class OnnxModel:
+    """any ONNX face-quality model with a declared input contract"""
+
+    def __init__(self, cfg):
+        from ..modelstore import resolve
+
+        f = cfg.fiqa
+        info = CATALOGUE.get(f.contract_from or f.model)
+        contract = {**(info.contract if info else {}), **f.contract}
+        path = resolve(f.model, f.sha256, cfg.input.storage_options)
+        self.model = OnnxFIQA(path, contract, f.model, f.resources.num_cpus, f.resources.num_gpus > 0)
+
+    def score(self, crops: np.ndarray) -> np.ndarray:
+        out = np.full((len(crops), len(FIQA_KEYS)), np.nan, np.float32)
+        if len(crops):
+            raw, mapped = self.model.score(crops)
+            out[:, 1], out[:, 2] = raw, mapped
+        return out

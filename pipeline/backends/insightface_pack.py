@@ -31,9 +31,10 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from ..models import ModelError
-from . import require
-from .onnx_runtime import fixed_batch, graph_normalises_input, make_session
+from ..errors import ConfigError, ModelError, require
+from ..models import named
+from ..registry import register
+from .onnx_runtime import chunks, fixed_batch, graph_normalises_input, make_session, pad_to
 
 # --------------------------------------------------------------------------------------------
 # shared helpers
@@ -47,19 +48,6 @@ def _spatial(shape) -> Optional[tuple[int, int]]:
     if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0:
         return int(w), int(h)
     return None
-
-
-def _chunks(n: int, fixed: Optional[int], max_batch: int):
-    step = fixed or max(1, int(max_batch))
-    for i in range(0, n, step):
-        yield i, min(n, i + step)
-
-
-def _pad_to(x: np.ndarray, fixed: Optional[int]) -> np.ndarray:
-    """Pad a chunk to a fixed batch size by repeating its last element."""
-    if fixed and len(x) < fixed:
-        return np.concatenate([x, np.repeat(x[-1:], fixed - len(x), axis=0)])
-    return x
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,7 +186,7 @@ class ScrfdDetector:
     def _run(self, blob: np.ndarray) -> list[np.ndarray]:
         """Network outputs of a chunk as (n, K, C) arrays, one per output."""
         n = len(blob)
-        x = _pad_to(blob, self.fixed_batch)
+        x = pad_to(blob, self.fixed_batch)
         b = len(x)
         outs = self.session.run(self.output_names, {self.input_name: x})
         in_w, in_h = self.input_size
@@ -437,8 +425,8 @@ class Landmark3D68:
         x = (crops.astype(np.float32) - np.float32(self.input_mean)) * np.float32(1.0 / self.input_std)
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         preds = []
-        for i, j in _chunks(n, self.fixed_batch, self.max_batch):
-            out = self.session.run(None, {self.input_name: _pad_to(x[i:j], self.fixed_batch)})[0]
+        for i, j in chunks(n, self.fixed_batch, self.max_batch):
+            out = self.session.run(None, {self.input_name: pad_to(x[i:j], self.fixed_batch)})[0]
             preds.append(np.asarray(out, np.float32).reshape(-1, out.shape[-1])[: j - i])
         pred = np.concatenate(preds).reshape(n, -1, 3)[:, -self.lmk_num:, :].astype(np.float64)
         half = size // 2
@@ -456,10 +444,6 @@ class Landmark3D68:
 
 
 # --------------------------------------------------------------------------------------------
-# ArcFace: embedding and its norm
-
-
-# --------------------------------------------------------------------------------------------
 # pack directories
 
 PACK_PATTERNS = {
@@ -473,7 +457,7 @@ _ROLE_WORDS = {"det": "an SCRFD detector", "landmark": "the 1k3d68 landmark/pose
 
 def classify_onnx(path: str) -> Optional[str]:
     """'det', 'landmark', 'rec' or None from a model's input/output shapes."""
-    ort = require("onnxruntime", "onnxruntime", "ONNX models")
+    ort = require("onnxruntime", "prod", "ONNX models")
     try:
         s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     except Exception:  # noqa: BLE001 - not a loadable ONNX model: not part of the pack
@@ -526,3 +510,52 @@ def find_pack(directory: str, need: Sequence[str] = ("det", "landmark", "rec")) 
         raise ModelError(f"insightface model pack {directory}: missing {what}; it holds "
                          f"{', '.join(files) or 'no .onnx files'}")
     return {r: found.get(r) for r in ("det", "landmark", "rec")}
+
+
+# --------------------------------------------------------------------------------------------
+# the detect backend
+
+
+def _scrfd_models(cfg) -> list:
+    out = [named(cfg.detect.model, "detect")]
+    if cfg.detect.pose_model:
+        out.append(named(cfg.detect.pose_model, "landmarks+pose"))
+    return out
+
+
+def _scrfd_check(cfg) -> None:
+    if not cfg.detect.model:
+        raise ConfigError("detect.detector 'scrfd' needs detect.model: an insightface pack directory or a "
+                          "detector .onnx path/URI")
+
+
+@register("detect", "scrfd", models=_scrfd_models, check=_scrfd_check, needs=(("onnxruntime", "prod"),),
+          traits={"points": "arcface5"})
+class ScrfdFaces:
+    """insightface-pack detection: SCRFD boxes and 5 keypoints for a whole batch in one model
+    call, and yaw/pitch/roll from the 1k3d68 model when the pack (or detect.pose_model) has it."""
+
+    def __init__(self, cfg):
+        from ..modelstore import resolve
+
+        c, r = cfg.detect, cfg.detect.resources
+        so = cfg.input.storage_options
+        if os.path.isdir(c.model):
+            files = find_pack(c.model)
+        else:
+            files = {"det": resolve(c.model, storage_options=so), "landmark": None}
+        pose = resolve(c.pose_model, storage_options=so) if c.pose_model else files.get("landmark")
+        gpu = r.num_gpus > 0
+        self.det = ScrfdDetector(files["det"], r.num_cpus, gpu, (c.det_size, c.det_size),
+                                 c.min_det_score if c.min_det_score > 0 else 0.5)
+        self.pose = Landmark3D68(pose, r.num_cpus, gpu) if pose else None
+
+    def detect_many(self, images: list) -> list:
+        """Per image: list of (bbox, score, points, pose or NaNs)."""
+        out = []
+        for img, (boxes, scores, kps) in zip(images, self.det.detect(images)):
+            poses = self.pose.landmarks(img, boxes)[1] if self.pose is not None and len(boxes) else \
+                np.full((len(boxes), 3), np.nan)
+            order = np.argsort(-np.asarray(scores))
+            out.append([(boxes[j], float(scores[j]), kps[j], poses[j]) for j in order])
+        return out

@@ -19,11 +19,13 @@ import contextlib
 
 import numpy as np
 
-from . import require
+from ..errors import ConfigError, ModelError, require
+from ..models import CATALOGUE, named
+from ..registry import register
 
 
 def _device(use_gpu: bool):
-    torch = require("torch", "torch", "deep IQA")
+    torch = require("torch", "prod", "deep IQA")
     return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
 
 
@@ -38,14 +40,14 @@ def _to_tensor(crops: np.ndarray, device):
 
 class TimmIQA:
     def __init__(self, path: str, use_gpu: bool = False, amp: bool = True):
-        torch = require("torch", "torch", "deep IQA")
-        timm = require("timm", "timm", "the timm IQA backend")
+        torch = require("torch", "prod", "deep IQA")
+        timm = require("timm", "prod", "the timm IQA backend")
         from ..modelstore import load_torch_weights
 
         ck = load_torch_weights(path)
         missing = [k for k in ("arch", "state_dict") if k not in ck]
         if missing:
-            raise ValueError(f"IQA checkpoint {path} lacks {', '.join(missing)} "
+            raise ModelError(f"IQA checkpoint {path} lacks {', '.join(missing)} "
                              f"(expected {{'arch', 'state_dict', 'input_size', 'mean', 'std', 'lo', 'hi'}})")
         self.device = _device(use_gpu)
         self.model = timm.create_model(ck["arch"], pretrained=False, num_classes=1)
@@ -158,7 +160,7 @@ def pyiqa_state_dict(path: str) -> dict:
     if isinstance(ck, dict) and isinstance(ck.get("params"), dict):
         ck = ck["params"]
     if not isinstance(ck, dict) or not ck:
-        raise ValueError(f"pyiqa weights {path}: expected a state dict or {{'params': state_dict}}")
+        raise ModelError(f"pyiqa weights {path}: expected a state dict or {{'params': state_dict}}")
     return {k[7:] if k.startswith("module.") else k: v for k, v in ck.items()}
 
 
@@ -202,7 +204,7 @@ class PyiqaIQA:
         from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
         if metric not in DEFAULT_CONFIGS:
-            raise ValueError(f"pyiqa has no metric '{metric}' (iqa.pyiqa_metric); "
+            raise ConfigError(f"pyiqa has no metric '{metric}' (iqa.pyiqa_metric); "
                              f"no-reference ones include musiq, maniqa, hyperiqa, tres, metaiqa, topiq_nr, topiq_nr-face")
         self.device = _device(use_gpu)
         with _no_backbone_downloads():
@@ -211,11 +213,11 @@ class PyiqaIQA:
         try:
             missing, unexpected = self.metric.net.load_state_dict(pyiqa_state_dict(path), strict=False)
         except RuntimeError as e:  # a parameter of the wrong shape
-            raise ValueError(f"pyiqa weights {path} do not fit {metric}: {e}") from None
+            raise ModelError(f"pyiqa weights {path} do not fit {metric}: {e}") from None
         if missing or unexpected:
             def few(keys):
                 return ", ".join(list(keys)[:5]) + (" ..." if len(keys) > 5 else "")
-            raise ValueError(f"pyiqa weights {path} do not fit {metric}: "
+            raise ModelError(f"pyiqa weights {path} do not fit {metric}: "
                              f"{len(missing)} missing ({few(missing)}), {len(unexpected)} unexpected ({few(unexpected)})")
         self.metric.net.eval()
         self.name = metric
@@ -235,3 +237,41 @@ class PyiqaIQA:
                 outs.append(self.metric(_to_tensor(crops[i:i + max_batch], self.device)).float().reshape(-1).cpu().numpy())
         raw = np.concatenate(outs)
         return raw.astype(np.float32), (np.clip((raw - self.lo) / (self.hi - self.lo), 0, 1) * 100).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# the iqa backends
+
+
+def _model_path(cfg) -> str:
+    from ..modelstore import resolve
+
+    return resolve(cfg.iqa.model, cfg.iqa.sha256 or None, cfg.input.storage_options)
+
+
+def _needs_model(cfg) -> None:
+    if not cfg.iqa.model:
+        raise ConfigError(f"iqa.model_backend '{cfg.iqa.model_backend}' needs iqa.model (checkpoint path or URI)")
+
+
+def _pyiqa_check(cfg) -> None:
+    _needs_model(cfg)
+    if not cfg.iqa.pyiqa_metric:
+        raise ConfigError("iqa.model_backend 'pyiqa' needs iqa.pyiqa_metric (e.g. topiq_nr-face)")
+
+
+@register("iqa", "timm", models=lambda cfg: [named(cfg.iqa.model, "iqa")], check=_needs_model,
+          needs=(("torch", "prod"), ("timm", "prod")))
+def timm_iqa(cfg) -> TimmIQA:
+    """a timm backbone + regression head from your own checkpoint (commercially clean)"""
+    return TimmIQA(_model_path(cfg), use_gpu=cfg.iqa.resources.num_gpus > 0, amp=cfg.iqa.amp)
+
+
+@register("iqa", "pyiqa", models=lambda cfg: [CATALOGUE["pyiqa"], named(cfg.iqa.model, "iqa")],
+          check=_pyiqa_check, needs=(("torch", "pyiqa"), ("pyiqa", "pyiqa")))
+def pyiqa_iqa(cfg) -> PyiqaIQA:
+    """pyiqa 0.1.16 metrics with a local weights file (PolyForm Noncommercial)"""
+    c = cfg.iqa
+    lo, hi = c.model_range or (None, None)
+    return PyiqaIQA(c.pyiqa_metric, _model_path(cfg), use_gpu=c.resources.num_gpus > 0, lo=lo, hi=hi,
+                    options=c.pyiqa_options)

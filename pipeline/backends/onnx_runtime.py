@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import math
 
-from . import require
+import numpy as np
+
+from ..errors import require
 
 
 def graph_normalises_input(path: str, landmark: bool = False) -> bool:
     """insightface's test for models converted from MXNet that normalise inside the graph: a
     ``Sub``/``_minus`` and a ``Mul``/``_mul`` node among the first 8 nodes (landmark models also:
     a ``bn_data`` node among the first 3).  Such models take raw 0..255 pixels (mean 0, std 1)."""
-    onnx = require("onnx", "onnx", "insightface model packs (reading the graph's first nodes)")
+    onnx = require("onnx", "prod", "reading an ONNX graph")
     try:
         model = onnx.load(path, load_external_data=False)
     except TypeError:  # very old onnx
@@ -29,7 +31,7 @@ def graph_normalises_input(path: str, landmark: bool = False) -> bool:
 
 
 def make_session(path: str, num_cpus: float = 1.0, use_gpu: bool = False):
-    ort = require("onnxruntime", "onnxruntime", "ONNX models")
+    ort = require("onnxruntime", "prod", "ONNX models")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, int(math.ceil(num_cpus)))
     opts.inter_op_num_threads = 1
@@ -46,21 +48,25 @@ def fixed_batch(session) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def run_batched(session, x, max_batch: int = 64):
-    """Run a single-input model over x in chunks that respect a fixed batch dimension."""
-    import numpy as np
+def chunks(n: int, fixed: int | None, max_batch: int):
+    """(start, stop) of each model call over n inputs: a fixed batch dimension's size, or up to
+    ``max_batch`` when the model takes any batch size."""
+    step = fixed or max(1, int(max_batch))
+    for i in range(0, n, step):
+        yield i, min(n, i + step)
 
+
+def pad_to(x: np.ndarray, fixed: int | None) -> np.ndarray:
+    """A chunk padded to a fixed batch size by repeating its last element."""
+    if fixed and len(x) < fixed:
+        return np.concatenate([x, np.repeat(x[-1:], fixed - len(x), axis=0)])
+    return x
+
+
+def run_batched(session, x: np.ndarray, max_batch: int = 64) -> list:
+    """Run a single-input model over x in chunks that respect a fixed batch dimension."""
     name = session.get_inputs()[0].name
     fb = fixed_batch(session)
-    step = fb or max_batch
-    outs = []
-    for i in range(0, len(x), step):
-        chunk = x[i:i + step]
-        if fb and len(chunk) < fb:  # pad a fixed-batch model's last chunk
-            pad = np.repeat(chunk[-1:], fb - len(chunk), axis=0)
-            res = session.run(None, {name: np.concatenate([chunk, pad])})
-            res = [r[: len(chunk)] for r in res]
-        else:
-            res = session.run(None, {name: chunk})
-        outs.append(res)
+    outs = [[np.asarray(r)[: j - i] for r in session.run(None, {name: pad_to(x[i:j], fb)})]
+            for i, j in chunks(len(x), fb, max_batch)]
     return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]

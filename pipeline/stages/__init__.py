@@ -1,4 +1,13 @@
-"""Pipeline stages.  Each module holds one stage: a class built from the Config whose
-``__call__`` maps a batch (dict of numpy arrays, one entry per image) to a batch, and whose
-``resources(cfg)`` says what it asks Ray for.  Rows whose ``status`` is not ``ok`` pass through
-untouched; a failure inside a stage marks that one row and never drops it."""
+"""The pipeline, as data: its stages in order.  Executors (:mod:`pipeline.executor`) walk this
+list and nothing else; the listing before it is the source (:mod:`pipeline.io.listing`) and the
+part files after it the sink (:mod:`pipeline.io.parts`)."""
+
+from .decode import DecodeStage
+from .detect import DetectStage
+from .fiqa import FIQAStage
+from .fuse import FuseStage
+from .iqa import IQAStage
+
+STAGES = (DecodeStage, DetectStage, IQAStage, FIQAStage, FuseStage)
+
+__all__ = ["STAGES", "DecodeStage", "DetectStage", "IQAStage", "FIQAStage", "FuseStage"]

@@ -1,16 +1,36 @@
-"""The one small interface every stage implements."""
+"""The one contract every stage implements.
+
+A stage is a step of the pipeline (decode, detect, iqa, fiqa, fuse).  It
+
+- is built from the configuration alone, cheaply: nothing is loaded in ``__init__``, so the
+  driver can build, inspect and ship it;
+- declares the Ray resources it wants (:attr:`resources`: CPUs, GPU fraction, batch size,
+  concurrency, actors or tasks), read from its own config section;
+- loads its models once in :meth:`setup` (once per Ray worker process in task mode, once per
+  actor in actor mode, once in process for ``faceqc explain``);
+- maps a batch to a batch in :meth:`process`.  A batch is a dict of equally long columns
+  (NumPy arrays; object arrays for per-row arrays), or an Arrow table (the last stage, fuse,
+  emits the output rows).  A stage may return more or fewer rows than it received (a video clip
+  becomes many frames), as long as every row keeps the key columns that let a later step gather
+  rows again (``uri``, and for expanded rows their sequence number).
+
+The pipeline itself is data: the list :data:`pipeline.stages.STAGES`, which an executor walks
+(:mod:`pipeline.executor`).  Swappable parts of a stage (decoders, detectors, models) are
+backends from :mod:`pipeline.registry`, built in ``setup``.
+"""
 
 from __future__ import annotations
 
-import time
 import traceback
-from typing import Callable, ClassVar, Dict, List
+from typing import Callable, ClassVar, Dict, List, Union
 
 import numpy as np
+import pyarrow as pa
 
 from ..config import Config, Resources
 
 Batch = Dict[str, np.ndarray]
+Output = Union[Batch, pa.Table]
 
 
 def objarray(items: List) -> np.ndarray:
@@ -26,54 +46,42 @@ def batch_len(batch: Batch) -> int:
 
 
 class Stage:
-    """A pipeline stage.  Subclasses set ``name`` (its config section) and implement
-    ``process``; whether it runs as Ray tasks or actors is its config's ``resources.actors``."""
+    """Subclasses set ``name`` (their config section), and implement ``setup`` when they load
+    anything and ``process``."""
 
     name: ClassVar[str] = "stage"
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.seconds = 0.0
-        self.rows = 0
 
-    @classmethod
-    def resources(cls, cfg: Config) -> Resources:
-        return getattr(cfg, cls.name).resources
+    @property
+    def resources(self) -> Resources:
+        return getattr(self.cfg, self.name).resources
 
-    def process(self, batch: Batch) -> Batch:
+    def setup(self) -> None:
+        """Load models and other heavy state; called once before the first batch."""
+
+    def process(self, batch: Batch) -> Output:
         raise NotImplementedError
 
-    def __call__(self, batch: Batch) -> Batch:
-        t = time.perf_counter()
-        out = self.process(batch)
-        self.seconds += time.perf_counter() - t
-        self.rows += batch_len(batch)
-        return out
-
-    def mark_failed(self, status: np.ndarray, error: np.ndarray, i: int, exc: BaseException) -> None:
+    def fail(self, status: np.ndarray, error: np.ndarray, i: int, exc: BaseException) -> None:
         """Record an unexpected failure of this stage on row i; the row flows on."""
         status[i] = f"{self.name}_error"
-        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        error[i] = f"{self.name}: {tb}"
+        error[i] = f"{self.name}: {traceback.format_exception_only(type(exc), exc)[-1].strip()}"
 
-
-def ok_rows(batch: Batch) -> List[int]:
-    return [i for i, s in enumerate(batch["status"]) if s == "ok"]
-
-
-def per_row(stage: Stage, batch: Batch, fn: Callable[[int], None]) -> None:
-    """Run fn(i) for every ok row, turning an exception into that row's error status."""
-    status = np.asarray(batch["status"], dtype=object).copy()
-    error = np.asarray(batch["error"], dtype=object).copy()
-    for i in range(len(status)):
-        if status[i] != "ok":
-            continue
-        try:
-            fn(i)
-        except Exception as e:  # noqa: BLE001 - one bad row must never stop the job
-            stage.mark_failed(status, error, i, e)
-    batch["status"] = status
-    batch["error"] = error
+    def per_row(self, batch: Batch, fn: Callable[[int], None]) -> None:
+        """Run fn(i) for every ok row, turning an exception into that row's error status."""
+        status = np.asarray(batch["status"], dtype=object).copy()
+        error = np.asarray(batch["error"], dtype=object).copy()
+        for i in range(len(status)):
+            if status[i] != "ok":
+                continue
+            try:
+                fn(i)
+            except Exception as e:  # noqa: BLE001 - one bad row must never stop the job
+                self.fail(status, error, i, e)
+        batch["status"] = status
+        batch["error"] = error
 
 
 def primary_index(bboxes: np.ndarray, det_scores: np.ndarray) -> int:

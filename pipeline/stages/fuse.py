@@ -1,4 +1,4 @@
-"""Stage 6 — fuse: components to 0–100, one quality score, a verdict and its reasons.
+"""Stage: fuse — components to 0–100, one quality score, a verdict and its reasons.
 
 Each component has a flat-topped penalty (see :class:`pipeline.config.Curve`): zero over the
 range untouched photos occupy, growing beyond it.  Head pose uses OFIQ's mapping
@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import Config, Curve
-from ..schema import COMPONENTS, FACE_IQA_KEYS, FIQA_KEYS, IMAGE_IQA_KEYS
+from ..schema import BASE_SCHEMA, COMPONENTS, EXTRA_PREFIX, FACE_IQA_KEYS, FIQA_KEYS, IMAGE_IQA_KEYS, carried_column
 from .base import Batch, Stage, primary_index
 
 HUBER_A = 0.2  # quadratic over the first fifth of start..full, linear after
@@ -76,7 +76,7 @@ def score_face(cfg: Config, iqa, fiqa, inter_eye: float, pose) -> tuple[dict, di
         penalties[name] = None if not math.isfinite(raw[name]) else curve_penalty(curve, raw[name])
     for name, angle in zip(("yaw", "pitch", "roll"), pose):
         raw[name] = float(angle)
-        weight = fc.pose_weights.get(name, 1.0)
+        weight = getattr(fc.pose_weights, name)
         # a weight of 0 means "not judged": no score rather than a misleading 100
         penalties[name] = None if not math.isfinite(angle) or weight == 0 else pose_penalty(angle, weight)
     total = sum(p for p in penalties.values() if p is not None)
@@ -154,53 +154,24 @@ def fuse_row(cfg: Config, row: dict) -> dict:
     return out
 
 
-def carried_column(values, typ: pa.DataType) -> pa.Array:
-    """A listing column carried through the stages (numpy batch values) back to Arrow."""
-    try:
-        return pa.array(values, type=typ, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-        pass
-    py = [v.tolist() if hasattr(v, "tolist") else v for v in values]
-    py = [None if isinstance(v, float) and not math.isfinite(v) else v for v in py]
-    try:
-        return pa.array(py, type=typ)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-        return pa.nulls(len(py), typ)
-
-
 class FuseStage(Stage):
-    """Builds the output rows.  Columns of ``schema`` beyond the base schema are carried
-    through from the listing's ``extra.<name>`` columns (ETag, a manifest's own columns)."""
+    """Builds the output rows (an Arrow table in the base schema), and passes the listing's
+    carried columns (``extra.<name>``: ETag, a manifest's own columns) on as they came; the sink
+    gives them their output names and types (:func:`pipeline.schema.conform`)."""
 
     name = "fuse"
 
-    def __init__(self, cfg: Config, schema: pa.Schema | None = None):
-        super().__init__(cfg)
-        from ..schema import BASE_SCHEMA
-
-        self.schema = schema or BASE_SCHEMA
-        base = set(BASE_SCHEMA.names)
-        self._base = pa.schema([f for f in self.schema if f.name in base], metadata=self.schema.metadata)
-        self._extras = [f for f in self.schema if f.name not in base]
-
     def process(self, batch: Batch) -> pa.Table:
-        table = self._fuse(batch)
-        if not self._extras:
-            return table
-        for f in self._extras:
-            values = batch.get("extra." + f.name)
-            col = carried_column(values, f.type) if values is not None else pa.nulls(table.num_rows, f.type)
-            table = table.append_column(f, col)
-        return table.replace_schema_metadata(self.schema.metadata)
-
-    def _fuse(self, batch: Batch) -> pa.Table:
-        n = len(batch["uri"])
         records = []
-        for i in range(n):
+        for i in range(len(batch["uri"])):
             row = {k: v[i] for k, v in batch.items()}
             try:
                 records.append(fuse_row(self.cfg, row))
             except Exception as e:  # noqa: BLE001 - the row survives with an error status
                 records.append(fuse_row(self.cfg, {**row, "status": "fuse_error",
                                                    "error": f"fuse: {type(e).__name__}: {e}"}))
-        return pa.Table.from_pylist(records, schema=self._base)
+        table = pa.Table.from_pylist(records, schema=BASE_SCHEMA)
+        for name in batch:
+            if name.startswith(EXTRA_PREFIX):
+                table = table.append_column(name, carried_column(batch[name], None))
+        return table

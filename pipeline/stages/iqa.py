@@ -1,8 +1,9 @@
-"""Stage 4 — iqa: general image quality of each aligned face crop and of the whole image.
+"""Stage: iqa — general image quality of each aligned face crop and of the whole image.
 
-The ``classical`` backend computes no-reference measures (see :mod:`pipeline.measures`).  It
-runs as an actor pool whose resources come from ``iqa.resources``, the same contract a deep
-IQA backend on GPU actors uses.
+The ``classical`` backend's no-reference measures are always computed; a deep IQA model
+(``iqa.model_backend``: timm or pyiqa, see :mod:`pipeline.backends.iqa_torch`) adds its raw output
+and its 0–100 score, batched over every face crop of the batch in one model call.  The stage
+runs as tasks or as an actor pool (a GPU model) as ``iqa.resources`` says.
 """
 
 from __future__ import annotations
@@ -10,68 +11,21 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .. import measures as ms
-from ..config import Config
-from .base import Batch, Stage, objarray, per_row
+from .. import registry
+from ..schema import FACE_IQA_KEYS, IMAGE_IQA_KEYS
+from .base import Batch, Stage, objarray
 
-FACE_IQA_KEYS = ("sharpness", "noise", "blockiness", "dark_clip", "bright_clip", "brightness", "contrast",
-                 "model_raw", "model_score")
-IMAGE_IQA_KEYS = ("sharpness", "noise", "brightness", "contrast", "model_score")
-N_CLASSICAL = 7
-
-
-class ClassicalIQA:
-    def __init__(self, cfg: Config):
-        c = cfg.detect
-        self.mask = ms.face_mask(c.iqa_crop, c.iqa_margin)
-
-    def face(self, crop: np.ndarray, patch: np.ndarray, patch_size: int) -> np.ndarray:
-        gray = ms.to_gray(crop)
-        crop_noise = ms.noise_level(gray)
-        sharp = ms.sharpness(gray, self.mask, crop_noise)
-        p = ms.to_gray(patch[:patch_size, :patch_size])
-        ex = ms.exposure(crop, self.mask)
-        return np.array([sharp, ms.noise_level(p), ms.blockiness(p), ex["dark_clip"], ex["bright_clip"],
-                         ex["brightness"], ex["contrast"], np.nan, np.nan], np.float32)
-
-    def image(self, thumb: np.ndarray) -> np.ndarray:
-        if thumb.size == 0:
-            return np.full(len(IMAGE_IQA_KEYS), np.nan, np.float32)
-        gray = ms.to_gray(thumb)
-        noise = ms.noise_level(gray)
-        whole = np.ones(gray.shape, bool)
-        ex = ms.exposure(thumb, whole)
-        return np.array([ms.sharpness(gray, whole, noise), noise, ex["brightness"], ex["contrast"], np.nan],
-                        np.float32)
-
-
-def make_model(cfg: Config):
-    """The deep IQA model the config asks for, or None."""
-    from ..modelstore import resolve
-
-    c = cfg.iqa
-    if c.model_backend == "none":
-        return None
-    path = resolve(c.model, c.sha256 or None, cfg.input.storage_options)
-    gpu = c.resources.num_gpus > 0
-    if c.model_backend == "timm":
-        from ..backends.iqa_torch import TimmIQA
-
-        return TimmIQA(path, use_gpu=gpu, amp=c.amp)
-    from ..backends.iqa_torch import PyiqaIQA
-
-    lo, hi = c.model_range or (None, None)
-    return PyiqaIQA(c.pyiqa_metric, path, use_gpu=gpu, lo=lo, hi=hi, options=c.pyiqa_options)
+MODEL_RAW, MODEL_SCORE = FACE_IQA_KEYS.index("model_raw"), FACE_IQA_KEYS.index("model_score")
 
 
 class IQAStage(Stage):
     name = "iqa"
 
-    def __init__(self, cfg: Config):
-        super().__init__(cfg)
+    def setup(self) -> None:
         cv2.setNumThreads(1)
-        self.model = ClassicalIQA(cfg)
-        self.deep = make_model(cfg)
+        c = self.cfg.iqa
+        self.classical = registry.create("iqa", c.backend, self.cfg)
+        self.deep = None if c.model_backend == "none" else registry.create("iqa", c.model_backend, self.cfg)
 
     def process(self, batch: Batch) -> Batch:
         n = len(batch["uri"])
@@ -79,12 +33,13 @@ class IQAStage(Stage):
         image_iqa = [np.full(len(IMAGE_IQA_KEYS), np.nan, np.float32)] * n
 
         def one(i: int) -> None:
-            image_iqa[i] = self.model.image(batch["thumb"][i])
+            image_iqa[i] = self.classical.image(batch["thumb"][i])
             crops, patches, sizes = batch["face_crop_iqa"][i], batch["face_patch"][i], batch["face_patch_size"][i]
-            face_iqa[i] = np.stack([self.model.face(crops[j], patches[j], int(sizes[j])) for j in range(len(crops))]) \
-                if len(crops) else face_iqa[i]
+            if len(crops):
+                face_iqa[i] = np.stack([self.classical.face(crops[j], patches[j], int(sizes[j]))
+                                        for j in range(len(crops))])
 
-        per_row(self, batch, one)
+        self.per_row(batch, one)
         if self.deep is not None:
             self._deep(batch, face_iqa, image_iqa)
         out = {k: v for k, v in batch.items() if k not in ("face_crop_iqa", "face_patch", "thumb")}
@@ -100,10 +55,10 @@ class IQAStage(Stage):
             raw, mapped = self.deep.score(crops)
             k = 0
             for i in rows:
-                n = len(batch["face_crop_iqa"][i])
+                m = len(batch["face_crop_iqa"][i])
                 face_iqa[i] = face_iqa[i].copy()
-                face_iqa[i][:, N_CLASSICAL], face_iqa[i][:, N_CLASSICAL + 1] = raw[k:k + n], mapped[k:k + n]
-                k += n
+                face_iqa[i][:, MODEL_RAW], face_iqa[i][:, MODEL_SCORE] = raw[k:k + m], mapped[k:k + m]
+                k += m
         if self.cfg.iqa.whole_image:
             ok = [i for i, st in enumerate(batch["status"]) if st == "ok" and batch["thumb"][i].size]
             s = self.cfg.detect.iqa_crop

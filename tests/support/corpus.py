@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from pipeline import samples
+from pipeline.tools import samples
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ANY = None  # expected status: whatever the pipeline finds (a chmod-000 file read by root)

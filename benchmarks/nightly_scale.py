@@ -2,12 +2,12 @@
 moto's server on loopback), a first nightly run that scores them all, then ``--add`` new objects
 and a second run that must list everything and read and score only those.
 
-    python -m jobs.bench_nightly -n 5000 --add 50 --profile offline-fast
+    python -m benchmarks.nightly_scale -n 5000 --add 50 --profile offline-fast
 
 Prints both runs' times, how many objects each run read (from the S3 server's request log), and
 memory: the summed PSS of the driver and every Ray process, sampled every 2 s, reported as the
 peak and as the peak of each quarter of the run (flat = no growth with the objects processed).
-Needs the ``test`` extra (moto, s3fs)."""
+Needs the ``test`` extra (moto).  Run it from the repository root (it uses tests/support)."""
 
 from __future__ import annotations
 
@@ -15,61 +15,7 @@ import argparse
 import json
 import os
 import tempfile
-import threading
 import time
-
-
-class MemoryTrace:
-    """Summed PSS of this process and its descendants except ``exclude`` (the S3 server)."""
-
-    def __init__(self, exclude: int, interval: float = 2.0):
-        import psutil
-
-        self.psutil, self.exclude, self.interval = psutil, exclude, interval
-        self.samples: list = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _sample(self) -> tuple:
-        me = self.psutil.Process()
-        skip = {self.exclude}
-        try:
-            skip |= {c.pid for c in self.psutil.Process(self.exclude).children(recursive=True)}
-        except self.psutil.Error:
-            pass
-        total = 0
-        for p in [me] + me.children(recursive=True):
-            if p.pid in skip:
-                continue
-            try:
-                total += p.memory_full_info().pss
-            except (self.psutil.Error, AttributeError):
-                pass
-        return time.time(), total, me.memory_info().rss
-
-    def _loop(self):
-        while not self._stop.is_set():
-            self.samples.append(self._sample())
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def report(self) -> dict:
-        if not self.samples:
-            return {}
-        mb = 2 ** 20
-        n = len(self.samples)
-        quarters = [self.samples[i * n // 4:(i + 1) * n // 4] or self.samples[-1:] for i in range(4)]
-        return {"peak_pss_mb": round(max(s[1] for s in self.samples) / mb),
-                "quarter_peaks_pss_mb": [round(max(s[1] for s in q) / mb) for q in quarters],
-                "driver_peak_rss_mb": round(max(s[2] for s in self.samples) / mb),
-                "samples": n}
 
 
 def main(argv=None) -> dict:
@@ -81,10 +27,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "faceqc-bench-nightly"))
     args = ap.parse_args(argv)
 
-    from jobs.s3local import MotoServer
-    from pipeline.bench import generate
     from pipeline.config import load_config
-    from pipeline.nightly import nightly
+    from pipeline.tools.bench import MemoryTrace, generate
+    from pipeline.tools.nightly import nightly
+    from tests.support.s3local import MotoServer
 
     os.makedirs(args.workdir, exist_ok=True)
     t = time.time()

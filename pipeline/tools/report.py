@@ -17,20 +17,20 @@ import html
 import io
 import json
 import math
-import os
 import time
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from .config import Config, load_config
-from .fs import get_fs, join_uri
-from .schema import COMPONENTS, STATUSES, VERDICTS
-from .stages.listing import InputError
-from .stages.write import SUMMARY_NAME
+from ..config import Config, load_config
+from ..errors import OutputError, RowError, errors_as
+from ..fs import write_bytes_atomic
+from ..images import decode_image, read_file
+from ..io.results import read_results, run_profile
+from ..schema import COMPONENTS, STATUSES, VERDICTS
 
 VERDICT_COLOURS = {"accept": "#2e7d32", "review": "#e0a100", "reject": "#c62828"}
 NO_FACE_COLOUR = "#8a8a8a"
@@ -42,46 +42,6 @@ SCATTER_MAX_POINTS = 3000
 def esc(value) -> str:
     """Escape any value for HTML text and attribute values (quotes included)."""
     return html.escape("" if value is None else str(value), quote=True)
-
-
-# ---------------------------------------------------------------- reading a run
-def read_run(out: str, storage_options: Optional[dict] = None) -> Tuple[pa.Table, Optional[dict]]:
-    """The rows of a ``faceqc score`` output and its ``_summary.json`` (None for an unfinished
-    run, whose ``part-*.parquet`` files are read as found)."""
-    fs, path = get_fs(out, storage_options)
-    try:
-        if not fs.isdir(path):
-            raise InputError(f"results not found: {out} is not a directory written by 'faceqc score --out'")
-        summary = None
-        spath = join_uri(path, SUMMARY_NAME)
-        if fs.exists(spath):
-            with fs.open(spath, "rb") as f:
-                summary = json.loads(f.read().decode())
-        if summary is not None and summary.get("files"):
-            files = [join_uri(path, name) for name in summary["files"]]
-        else:
-            files = sorted(fs.glob(join_uri(path, "part-*.parquet")))
-        if not files:
-            raise InputError(f"results {out} hold no part-*.parquet files")
-        tables = []
-        for p in files:
-            with fs.open(p, "rb") as f:
-                tables.append(pq.read_table(f))
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001 - unreadable summary or Parquet, permissions, ...
-        raise InputError(f"cannot read results {out}: {type(e).__name__}: {e}") from e
-    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-    return table, summary
-
-
-def run_profile(table: pa.Table, summary: Optional[dict]) -> Optional[str]:
-    """The profile a run used (from its summary, else from the Parquet metadata)."""
-    if summary and summary.get("profile"):
-        return summary["profile"]
-    meta = table.schema.metadata or {}
-    p = meta.get(b"faceqc.profile")
-    return p.decode() if p else None
 
 
 def _np(arr) -> np.ndarray:
@@ -288,7 +248,6 @@ class Thumbnails:
         self.cache: Dict[str, Tuple[Optional[str], str]] = {}
 
     def get(self, row: dict) -> Tuple[Optional[str], str]:
-        from .stages.decode import DecodeFailure, decode_image, read_file
 
         uri = row["uri"]
         if uri in self.cache:
@@ -297,10 +256,11 @@ class Thumbnails:
             res = (None, row["status"])
         else:
             try:
-                img = decode_image(read_file(uri, self.cfg), self.cfg.decode.max_pixels)
+                c = self.cfg
+                img = decode_image(read_file(uri, c.input.storage_options, c.decode.max_bytes), c.decode.max_pixels)
                 res = (thumbnail(img, row.get("faces") or [], row.get("primary_face"),
                                  VERDICT_COLOURS.get(row["verdict"], NO_FACE_COLOUR)), "")
-            except DecodeFailure as e:
+            except RowError as e:
                 res = (None, f"image not available: {e}")
             except Exception as e:  # noqa: BLE001 - the report is built whatever one file does
                 res = (None, f"image not available: {type(e).__name__}: {e}")
@@ -412,166 +372,176 @@ def rows_by_reason(table: pa.Table) -> Dict[str, np.ndarray]:
     return {name: np.unique(parents[codes == c]) for c, name in enumerate(names)}
 
 
-def build_report(table: pa.Table, summary: Optional[dict], cfg: Config, source: str = "",
-                 per_gallery: int = 12) -> Tuple[str, dict]:
-    """The report's HTML and a few facts about it (rows, thumbnails, galleries)."""
-    n = table.num_rows
-    fuse = (summary or {}).get("config", {}).get("fuse") or {}
-    accept = float(fuse.get("accept", cfg.fuse.accept))
-    review = float(fuse.get("review", cfg.fuse.review))
-    quality = _np(table.column("quality"))
-    pf = primary_faces(table)
-    has_face = np.asarray(pf.is_valid().to_numpy(zero_copy_only=False), bool) if len(pf) else np.zeros(0, bool)
-    comps = {k: _face_field(pf, "components", k) for k in COMPONENTS}
-    inter_eye = _face_field(pf, "inter_eye_px")
-    yaw = _face_field(pf, "yaw")
-    thumbs = Thumbnails(cfg)
-    facts = {"rows": n, "galleries": []}
+@dataclass
+class _Run:
+    """What every section of a report reads: the rows, the thresholds, the primary faces."""
 
-    def verdict_colour(qv: float) -> str:
-        return VERDICT_COLOURS["accept" if qv >= accept else "review" if qv >= review else "reject"]
+    table: pa.Table
+    summary: dict
+    cfg: Config
+    accept: float
+    review: float
+    quality: np.ndarray
+    has_face: np.ndarray
+    pf: pa.Array
 
-    marks = [(accept, f"accept {accept:g}", VERDICT_COLOURS["accept"]),
-             (review, f"review {review:g}", VERDICT_COLOURS["review"])]
+    @classmethod
+    def of(cls, table: pa.Table, summary: Optional[dict], cfg: Config) -> "_Run":
+        fuse = (summary or {}).get("config", {}).get("fuse") or {}
+        pf = primary_faces(table)
+        has_face = np.asarray(pf.is_valid().to_numpy(zero_copy_only=False), bool) if len(pf) else np.zeros(0, bool)
+        return cls(table, summary or {}, cfg, float(fuse.get("accept", cfg.fuse.accept)),
+                   float(fuse.get("review", cfg.fuse.review)), _np(table.column("quality")), has_face, pf)
 
-    # --- run
-    s = summary or {}
-    status_counts = _ordered_counts(table.column("status"), STATUSES)
-    verdict_counts = _ordered_counts(table.column("verdict"), VERDICTS)
+    @property
+    def fuse(self) -> dict:
+        return self.summary.get("config", {}).get("fuse") or {}
+
+    def colour(self, q: float) -> str:
+        return VERDICT_COLOURS["accept" if q >= self.accept else "review" if q >= self.review else "reject"]
+
+    def lines(self) -> list:
+        return [(self.accept, f"accept {self.accept:g}", VERDICT_COLOURS["accept"]),
+                (self.review, f"review {self.review:g}", VERDICT_COLOURS["review"])]
+
+
+def _run_section(r: _Run) -> str:
+    n, s = r.table.num_rows, r.summary
+    status_counts = _ordered_counts(r.table.column("status"), STATUSES)
+    verdict_counts = _ordered_counts(r.table.column("verdict"), VERDICTS)
     secs = s.get("seconds") or {}
     ips = s.get("images_per_second")
     thr = (f"{ips:g} images/s over {secs.get('pipeline', float('nan')):g} s of pipeline time "
            f"({secs.get('total', float('nan')):g} s in total)" if ips else "not recorded")
-    run_html = [
+    return "".join([
         '<section id="run"><h2>Run</h2>',
-        '' if summary else '<p class="warn">No _summary.json: this run did not finish (or is still being '
-                           'written); the Parquet files found so far are shown.</p>',
-        f'<p><b>{n}</b> images · throughput: {esc(thr)} · profile <b>{esc(s.get("profile") or cfg.profile)}</b>'
+        '' if s else '<p class="warn">No _summary.json: this run did not finish (or is still being '
+                     'written); the Parquet files found so far are shown.</p>',
+        f'<p><b>{n}</b> images · throughput: {esc(thr)} · profile <b>{esc(s.get("profile") or r.cfg.profile)}</b>'
         f' · faceqc {esc(s.get("faceqc_version", ""))} · finished {esc(s.get("finished_at", "–"))}</p>',
         _counts_table("status", status_counts, n, {"ok": VERDICT_COLOURS["accept"]}),
         _counts_table("verdict", verdict_counts, n, VERDICT_COLOURS),
         "<div>" + svg_stacked_bar([(k, verdict_counts.get(k, 0), VERDICT_COLOURS[k]) for k in VERDICTS]) + "</div>",
-        f'<p class="sub">accept when quality ≥ {accept:g}, review when ≥ {review:g}, else reject; rows '
+        f'<p class="sub">accept when quality ≥ {r.accept:g}, review when ≥ {r.review:g}, else reject; rows '
         f'without a usable face are rejected with their status as the reason.</p>',
         "</section>",
-    ]
+    ])
 
-    # --- distributions
-    hist = [svg_histogram(quality, 0, 100, 20, "quality", "quality (0–100)", marks=marks, bar_colour=verdict_colour,
-                          width=420, height=200, note=f"{int(np.isfinite(quality).sum())} faces")]
+
+def _distributions_section(r: _Run) -> str:
+    hist = [svg_histogram(r.quality, 0, 100, 20, "quality", "quality (0–100)", marks=r.lines(), bar_colour=r.colour,
+                          width=420, height=200, note=f"{int(np.isfinite(r.quality).sum())} faces")]
     for k in COMPONENTS:
-        v = comps.get(k, np.zeros(0))
+        v = _face_field(r.pf, "components", k)
         m = int(np.isfinite(v).sum())
         hist.append(svg_histogram(v, 0, 100, 20, k, "score (0–100)", note=f"{m} measured" if m else "not measured"))
-    dist_html = ('<section id="distributions"><h2>Distributions</h2><p class="sub">quality of the primary face '
-                 'and each of its component scores; a cut bar is labelled with its count.</p>'
-                 f'<div class="plots">{"".join(hist)}</div></section>')
+    return ('<section id="distributions"><h2>Distributions</h2><p class="sub">quality of the primary face '
+            'and each of its component scores; a cut bar is labelled with its count.</p>'
+            f'<div class="plots">{"".join(hist)}</div></section>')
 
-    # --- quality against face size and yaw
+
+def _relations_section(r: _Run) -> str:
     rng = np.random.default_rng(0)
-    ok = np.flatnonzero(np.isfinite(quality) & has_face)
+    ok = np.flatnonzero(np.isfinite(r.quality) & r.has_face)
     shown = ok if len(ok) <= SCATTER_MAX_POINTS else np.sort(rng.choice(ok, SCATTER_MAX_POINTS, replace=False))
     note = f"{len(shown)} of {len(ok)} faces" if len(shown) < len(ok) else f"{len(ok)} faces"
-    cols = [verdict_colour(quality[i]) for i in shown]
-    hl = [(accept, f"accept {accept:g}", VERDICT_COLOURS["accept"]), (review, f"review {review:g}", VERDICT_COLOURS["review"])]
-    iex = inter_eye[shown]
-    size_plot = svg_scatter(iex, quality[shown], cols, (4, 1000), (0, 100), "quality vs face size",
-                            "inter-eye distance (px, log scale)", "quality", xlog=True, hlines=hl,
-                            xticks=(4, 12, 24, 48, 100, 250, 1000), note=note)
-    yaw_plot = svg_scatter(yaw[shown], quality[shown], cols, (-90, 90), (0, 100), "quality vs yaw",
-                           "yaw (degrees; > 0: nose towards the image left)", "quality", hlines=hl,
+    cols = [r.colour(r.quality[i]) for i in shown]
+    size_plot = svg_scatter(_face_field(r.pf, "inter_eye_px")[shown], r.quality[shown], cols, (4, 1000), (0, 100),
+                            "quality vs face size", "inter-eye distance (px, log scale)", "quality", xlog=True,
+                            hlines=r.lines(), xticks=(4, 12, 24, 48, 100, 250, 1000), note=note)
+    yaw_plot = svg_scatter(_face_field(r.pf, "yaw")[shown], r.quality[shown], cols, (-90, 90), (0, 100), "quality vs yaw",
+                           "yaw (degrees; > 0: nose towards the image left)", "quality", hlines=r.lines(),
                            xticks=(-90, -60, -40, -20, 0, 20, 40, 60, 90), note=note)
-    scatter_html = (f'<section id="relations"><h2>Quality against face size and yaw</h2>'
-                    f'<div class="plots">{size_plot}{yaw_plot}</div></section>')
+    return (f'<section id="relations"><h2>Quality against face size and yaw</h2>'
+            f'<div class="plots">{size_plot}{yaw_plot}</div></section>')
 
-    # --- galleries
-    k = max(1, int(per_gallery))
-    scored = np.flatnonzero(np.isfinite(quality))
-    best = scored[np.argsort(-quality[scored], kind="stable")][:k]
-    worst = scored[np.argsort(quality[scored], kind="stable")][:k]
-    near_a = scored[np.argsort(np.abs(quality[scored] - accept), kind="stable")][:k]
-    near_r = scored[np.argsort(np.abs(quality[scored] - review), kind="stable")][:k]
-    galleries = [
-        ("gallery-best", "Best", f"highest quality ({min(k, len(scored))} of {len(scored)} scored faces)", best),
-        ("gallery-worst", "Worst", "lowest quality among images with a face", worst),
-        ("gallery-borderline-accept", f"Borderline: near the accept threshold ({accept:g})",
-         "closest to the line between accept and review", near_a),
-        ("gallery-borderline-review", f"Borderline: near the review threshold ({review:g})",
-         "closest to the line between review and reject", near_r),
+
+def _gallery_list(r: _Run, k: int) -> list:
+    """(id, title, subtitle, row indices) of every gallery: best, worst, borderline, per reason."""
+    q = r.quality
+    scored = np.flatnonzero(np.isfinite(q))
+    out = [
+        ("gallery-best", "Best", f"highest quality ({min(k, len(scored))} of {len(scored)} scored faces)",
+         scored[np.argsort(-q[scored], kind="stable")][:k]),
+        ("gallery-worst", "Worst", "lowest quality among images with a face", scored[np.argsort(q[scored], kind="stable")][:k]),
+        ("gallery-borderline-accept", f"Borderline: near the accept threshold ({r.accept:g})",
+         "closest to the line between accept and review", scored[np.argsort(np.abs(q[scored] - r.accept), kind="stable")][:k]),
+        ("gallery-borderline-review", f"Borderline: near the review threshold ({r.review:g})",
+         "closest to the line between review and reject", scored[np.argsort(np.abs(q[scored] - r.review), kind="stable")][:k]),
     ]
-    by_reason = rows_by_reason(table)
-    reason_order = sorted(by_reason, key=lambda r: (-len(by_reason[r]), r))
-    qsort = np.where(np.isfinite(quality), quality, -1.0)
-    reason_galleries = []
-    for j, r in enumerate(reason_order):
-        idx = by_reason[r]
+    by_reason = rows_by_reason(r.table)
+    qsort = np.where(np.isfinite(q), q, -1.0)
+    for j, reason in enumerate(sorted(by_reason, key=lambda x: (-len(by_reason[x]), x))):
+        idx = by_reason[reason]
         idx = idx[np.argsort(qsort[idx], kind="stable")][:k]
-        reason_galleries.append((f"gallery-reason-{j}", f"Reason: {r}",
-                                 f"{len(by_reason[r])} images; the {len(idx)} lowest quality shown", idx, r))
+        out.append((f"gallery-reason-{j}", f"Reason: {reason}",
+                    f"{len(by_reason[reason])} images; the {len(idx)} lowest quality shown", idx))
+    return out
+
+
+def _galleries_section(r: _Run, thumbs: "Thumbnails", per_gallery: int, shown: list) -> str:
+    galleries = _gallery_list(r, max(1, int(per_gallery)))
     # one take for every gallery: a take on a table of many chunks costs per call
-    wanted = sorted({int(i) for g in galleries for i in g[3]} | {int(i) for g in reason_galleries for i in g[3]})
-    picked = dict(zip(wanted, table.take(pa.array(wanted, pa.int64())).to_pylist())) if wanted else {}
+    wanted = sorted({int(i) for g in galleries for i in g[3]})
+    picked = dict(zip(wanted, r.table.take(pa.array(wanted, pa.int64())).to_pylist())) if wanted else {}
+    html_parts = ['<section id="galleries"><h2>Galleries</h2><p class="sub">Each thumbnail shows the region '
+                  'around the judged face with its box (coloured by verdict; other faces in grey) and the face\'s '
+                  'component scores, lowest first. Hover a card for the full URI.</p>']
+    for n, (gid, title, sub, idx) in enumerate(galleries):
+        if n == 4:
+            html_parts.append('<h2 id="reasons">Galleries by reason</h2>')
+        html_parts.append(gallery(gid, title, sub, [picked[int(i)] for i in idx], thumbs))
+        shown.append(gid)
+    if len(galleries) == 4:
+        html_parts.append('<h2 id="reasons">Galleries by reason</h2><p class="empty">no image has a reason</p>')
+    html_parts.append("</section>")
+    return "".join(html_parts)
 
-    def rows_at(idx) -> List[dict]:
-        return [picked[int(i)] for i in idx]
 
-    gal_html = ['<section id="galleries"><h2>Galleries</h2><p class="sub">Each thumbnail shows the region '
-                'around the judged face with its box (coloured by verdict; other faces in grey) and the face\'s '
-                'component scores, lowest first. Hover a card for the full URI.</p>']
-    for gid, title, sub, idx in galleries:
-        gal_html.append(gallery(gid, title, sub, rows_at(idx), thumbs))
-        facts["galleries"].append(gid)
-    gal_html.append('<h2 id="reasons">Galleries by reason</h2>')
-    if not reason_galleries:
-        gal_html.append('<p class="empty">no image has a reason</p>')
-    for gid, title, sub, idx, r in reason_galleries:
-        gal_html.append(gallery(gid, title, sub, rows_at(idx), thumbs))
-        facts["galleries"].append(gid)
-    gal_html.append("</section>")
+def _settings_section(r: _Run) -> str:
+    settings = {"fuse": r.fuse or r.cfg.to_dict()["fuse"], "inputs": r.summary.get("inputs"),
+                "models": r.summary.get("models")}
+    return ('<section id="settings"><h2>Settings</h2><details><summary>fusion settings, inputs and '
+            'models of this run</summary><pre>'
+            f'{esc(json.dumps(settings, indent=2, default=str))}</pre></details></section>')
 
-    # --- settings
-    settings = {"fuse": fuse or cfg.to_dict()["fuse"], "inputs": s.get("inputs"), "models": s.get("models")}
-    settings_html = ('<section id="settings"><h2>Settings</h2><details><summary>fusion settings, inputs and '
-                     'models of this run</summary><pre>'
-                     f'{esc(json.dumps(settings, indent=2, default=str))}</pre></details></section>')
 
-    nav_links = [("run", "Run"), ("distributions", "Distributions"), ("relations", "Size and yaw"),
-                 ("gallery-best", "Best"), ("gallery-worst", "Worst"), ("gallery-borderline-accept", "Borderline"),
-                 ("reasons", "By reason"), ("settings", "Settings")]
-    nav = "<nav>" + "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in nav_links) + "</nav>"
-    title = f"faceqc report — {source or s.get('output', '')}"
+NAV = [("run", "Run"), ("distributions", "Distributions"), ("relations", "Size and yaw"),
+       ("gallery-best", "Best"), ("gallery-worst", "Worst"), ("gallery-borderline-accept", "Borderline"),
+       ("reasons", "By reason"), ("settings", "Settings")]
+
+
+def build_report(table: pa.Table, summary: Optional[dict], cfg: Config, source: str = "",
+                 per_gallery: int = 12) -> Tuple[str, dict]:
+    """The report's HTML and a few facts about it (rows, thumbnails, galleries)."""
+    r = _Run.of(table, summary, cfg)
+    thumbs = Thumbnails(cfg)
+    shown: list = []
+    body = [_run_section(r), _distributions_section(r), _relations_section(r),
+            _galleries_section(r, thumbs, per_gallery, shown), _settings_section(r)]
+    where = source or r.summary.get("output", "")
     page = "".join([
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'\">",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
-        f'<header><h1>faceqc report</h1><div class="meta">{esc(source or s.get("output", ""))} · generated '
+        f"<title>{esc('faceqc report — ' + where)}</title><style>{CSS}</style></head><body>",
+        f'<header><h1>faceqc report</h1><div class="meta">{esc(where)} · generated '
         f'{esc(time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()))}</div></header>',
-        nav, "<main>", "".join(run_html), dist_html, scatter_html, "".join(gal_html), settings_html,
-        "</main></body></html>\n",
+        "<nav>" + "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in NAV) + "</nav>",
+        "<main>", *body, "</main></body></html>\n",
     ])
-    facts["thumbnails"] = sum(1 for v in thumbs.cache.values() if v[0])
-    facts["bytes"] = len(page.encode())
-    return page, facts
+    return page, {"rows": table.num_rows, "galleries": shown, "thumbnails": sum(1 for v in thumbs.cache.values() if v[0]),
+                  "bytes": len(page.encode())}
 
 
 def write_report(out: str, html_path: str, cfg: Optional[Config] = None, per_gallery: int = 12) -> dict:
     """Read the run in ``out`` and write its report to ``html_path``; return facts about it."""
-    table, summary = read_run(out, cfg.input.storage_options if cfg else None)
+    table, summary = read_results(out, cfg.input.storage_options if cfg else None)
     if cfg is None:
         cfg = load_config(profile=run_profile(table, summary))
     page, facts = build_report(table, summary, cfg, source=out, per_gallery=per_gallery)
-    from .runner import OutputError
-
-    try:
-        d = os.path.dirname(os.path.abspath(html_path))
-        os.makedirs(d, exist_ok=True)
-        tmp = html_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.replace(tmp, html_path)
-    except OSError as e:
-        raise OutputError(f"cannot write {html_path}: {e.strerror or e}") from e
+    with errors_as(OutputError, f"cannot write {html_path}"):
+        write_bytes_atomic(html_path, page.encode("utf-8"))
     facts["path"] = html_path
     return facts

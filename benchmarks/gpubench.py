@@ -1,4 +1,4 @@
-"""`python -m pipeline.gpubench`: where the time goes for the production tier on one GPU node.
+"""`python -m benchmarks.gpubench`: where the time goes for the production tier on one GPU node.
 
 It measures, on ~1 MP JPEGs made from packaged photos:
 1. the CPU side — decode (EXIF, colour), detector letterbox, aligned crops and the classical
@@ -18,6 +18,7 @@ is not what is timed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import multiprocessing
@@ -33,7 +34,7 @@ import numpy as np
 def make_jpegs(n: int, side=(1152, 864), seed=0) -> list:
     from PIL import Image
 
-    from . import samples
+    from pipeline.tools import samples
 
     rng = np.random.default_rng(seed)
     base = samples.astronaut()
@@ -53,10 +54,10 @@ def _cpu_work(args):
     face box (the detector's job is on the GPU), classical IQA.  Returns seconds per part."""
     import cv2
 
-    from .config import load_config
-    from .stages.decode import decode_image
-    from .stages.detect import crops_for_face, thumbnail
-    from .stages.iqa import ClassicalIQA
+    from pipeline.backends.classical import ClassicalIQA
+    from pipeline.config import load_config
+    from pipeline.images import decode_image
+    from pipeline.stages.detect import crops_for_face, thumbnail
 
     data, cfg_over = args  # data: JPEG bytes, or the index of an image decoded at start-up
     cfg = _CFG.get("cfg")
@@ -74,7 +75,7 @@ def _cpu_work(args):
     t2 = time.perf_counter()
     # a face where the astronaut's is: 5 ArcFace points scaled to this image
     pts = np.array([[0.40, 0.33], [0.55, 0.33], [0.47, 0.43], [0.41, 0.52], [0.54, 0.52]]) * [w, h]
-    crops = crops_for_face(img, pts, cfg.detect)
+    crops = crops_for_face(img, pts, cfg.detect, arcface=True)
     thumbnail(img, cfg.detect.thumb_side)
     t3 = time.perf_counter()
     _CFG["iqa"].face(crops["face_crop_iqa"], crops["face_patch"], int(crops["face_patch_size"]))
@@ -93,17 +94,9 @@ def _pid_after(seconds: float) -> int:
 def _predecode(jpegs):
     """Pool initializer for ``--decode gpu``: the worker holds decoded images, as a stage after
     a GPU decode stage reads them from Ray's shared-memory object store."""
-    from .stages.decode import decode_image
+    from pipeline.images import decode_image
 
     _CFG["decoded"] = [decode_image(j, 1 << 40) for j in jpegs]
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def cpu_side(jpegs: list, workers: int, timing: threading.Event | None = None, predecoded: int = 0) -> dict:
@@ -169,7 +162,7 @@ def networks(device):
     """(name, module, input side) of the networks run per image: the SCRFD-10G-shaped detector,
     the 1k3d68-shaped landmark/pose model and an iResNet-50 face-quality network (MagFace's and
     ArcFace's architecture), all random-init from :mod:`pipeline.backends.synthetic`."""
-    from .backends import synthetic
+    from tests.support import synthetic
 
     nets = [("detector (SCRFD-10G architecture) @640", synthetic.scrfd_module("10g", (640, 640), plant_face=False), 640),
             ("landmarks+pose (1k3d68-shaped ResNet-50) @192", synthetic.landmark_module(), 192),
@@ -182,7 +175,7 @@ def gpu_setup(batch: int, ckpt_dir: str, device: str = "cuda"):
     through all of them: (step, nets, iqa, host inputs, sync, result dict with GMACs)."""
     import torch
 
-    from .backends.iqa_torch import TimmIQA
+    from pipeline.backends.iqa_torch import TimmIQA
 
     dev = torch.device(device)
     cuda = dev.type == "cuda"
@@ -220,7 +213,7 @@ def gpu_setup(batch: int, ckpt_dir: str, device: str = "cuda"):
 def run_steps(step, batch: int, until, cuda: bool) -> dict:
     """Run ``step`` until ``until()`` is true, with NVML sampling on CUDA."""
     smp = GpuSampler() if cuda else None
-    with smp or _Null():
+    with smp or contextlib.nullcontext():
         t, n = time.perf_counter(), 0
         while not until():
             step()
@@ -241,15 +234,18 @@ def gpu_side(batch: int, seconds: float, ckpt_dir: str, device: str = "cuda", jp
 
     step, nets, host, sync, res, cuda, dev = gpu_setup(batch, ckpt_dir, device)
     if decode_jpegs:
-        from .stages.decode import TorchJpeg
+        from pipeline.backends.decoders import TorchJpeg
+        from pipeline.config import load_config
 
-        nvjpeg, nets_step, pos = TorchJpeg(use_gpu=cuda), step, [0]
+        gpu = {"resources": {"num_gpus": 0.25}} if cuda else {}
+        nvjpeg = TorchJpeg(load_config(overrides={"decode": {"backend": "torchvision", **gpu}}))
+        nets_step, pos = step, [0]
 
         def step():
             i = pos[0] % len(decode_jpegs)
             chunk = (decode_jpegs[i:] + decode_jpegs)[:batch]
             pos[0] += batch
-            nvjpeg.decode(chunk)
+            nvjpeg.decode_jpegs(chunk)
             nets_step()
 
         step()
@@ -290,7 +286,8 @@ def decode_stage(jpegs: list, batch: int, device: str = "cuda") -> dict:
     far nvJPEG's pixels are from libjpeg-turbo's."""
     from PIL import Image
 
-    from . import samples
+    from pipeline.tools import samples
+
     from .config import load_config
     from .stages.decode import DecodeStage
 
@@ -312,9 +309,10 @@ def decode_stage(jpegs: list, batch: int, device: str = "cuda") -> dict:
         batches = [{"uri": np.array(paths[i:i + batch], dtype=object)} for i in range(0, len(paths), batch)]
         outs = {}
         for name, st in stages.items():
-            st(dict(batches[0]))  # warm-up (CUDA context, nvJPEG handles)
+            st.setup()
+            st.process(dict(batches[0]))  # warm-up (CUDA context, nvJPEG handles)
             t, c = time.perf_counter(), time.process_time()
-            outs[name] = [st(dict(b)) for b in batches]
+            outs[name] = [st.process(dict(b)) for b in batches]
             res[name] = {"images_per_s": round(len(paths) / (time.perf_counter() - t), 1),
                          "cpu_ms_per_image": round(1000 * (time.process_time() - c) / len(paths), 2)}
     rows = {k: [r for o in v for r in zip(o["status"], o["image"])] for k, v in outs.items()}

@@ -42,20 +42,37 @@ def generate(folder: str, n: int, size: int, seed: int = 0) -> str:
     return folder
 
 
-class PeakMemory:
-    """Samples the summed PSS of this process and all its descendants (every 2 s: reading
-    /proc/*/smaps_rollup costs CPU that the pipeline would otherwise use)."""
+class MemoryTrace:
+    """Samples the summed PSS of this process and all its descendants (but ``exclude`` and its
+    children, e.g. a local S3 server) every ``interval`` seconds: reading /proc/*/smaps_rollup
+    costs CPU that the pipeline would otherwise use.  ``peak`` in bytes; :meth:`report` in MB,
+    with the peak of each quarter of the run (flat = no growth with the work done)."""
 
-    def __init__(self, interval: float = 2.0):
+    def __init__(self, interval: float = 2.0, exclude: int | None = None):
         import psutil
 
-        self.psutil, self.interval, self.peak, self._stop = psutil, interval, 0, threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.psutil, self.interval, self.exclude = psutil, interval, exclude
+        self.samples: list = []  # (time, summed PSS, this process's RSS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _sample(self) -> int:
+    @property
+    def peak(self) -> int:
+        return max((s[1] for s in self.samples), default=0)
+
+    def _sample(self) -> tuple:
         me = self.psutil.Process()
+        skip = set()
+        if self.exclude is not None:
+            skip.add(self.exclude)
+            try:
+                skip |= {c.pid for c in self.psutil.Process(self.exclude).children(recursive=True)}
+            except self.psutil.Error:
+                pass
         total = 0
         for p in [me] + me.children(recursive=True):
+            if p.pid in skip:
+                continue
             try:
                 total += p.memory_full_info().pss
             except (self.psutil.Error, AttributeError):
@@ -63,33 +80,42 @@ class PeakMemory:
                     total += p.memory_info().rss
                 except self.psutil.Error:
                     pass
-        return total
+        return time.time(), total, me.memory_info().rss
 
     def _loop(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
+            self.samples.append(self._sample())
             self._stop.wait(self.interval)
 
     def __enter__(self):
-        self.thread.start()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
-        self.thread.join()
+        self._thread.join()
+
+    def report(self) -> dict:
+        if not self.samples:
+            return {}
+        mb, n = 2 ** 20, len(self.samples)
+        quarters = [self.samples[i * n // 4:(i + 1) * n // 4] or self.samples[-1:] for i in range(4)]
+        return {"peak_pss_mb": round(self.peak / mb),
+                "quarter_peaks_pss_mb": [round(max(s[1] for s in q) / mb) for q in quarters],
+                "driver_peak_rss_mb": round(max(s[2] for s in self.samples) / mb), "samples": n}
 
 
 def bench(cfg, n: int, size: int, workdir: str, loop: bool = True, loop_n: int | None = None) -> dict:
-    from .local import LocalPipeline
-    from .runner import run
-    from .stages.listing import expand_inputs
+    from ..executor import LocalExecutor
+    from ..io.listing import expand_inputs
+    from ..run import run
 
     t = time.time()
     data = generate(os.path.join(workdir, f"images-{n}-{size}"), n, size)
     print(f"data: {n} images of {size}x{size} px in {data} ({time.time() - t:.1f} s to prepare)")
     res = {"n": n, "size": size, "cpus": os.cpu_count(), "profile": cfg.profile}
     out = os.path.join(workdir, f"out-{n}-{size}")
-    with PeakMemory() as mem:
+    with MemoryTrace() as mem:
         summary = run([data], out, cfg, overwrite=True, progress=False)
     res["pipeline_images_per_s"] = summary["images_per_second"]
     res["pipeline_seconds"] = summary["seconds"]["pipeline"]
@@ -100,7 +126,7 @@ def bench(cfg, n: int, size: int, workdir: str, loop: bool = True, loop_n: int |
         m = min(n, loop_n or 2000)
         entries = expand_inputs([data])[:m]
         t = time.time()  # model loading counts, as it does in the pipeline's workers
-        lp = LocalPipeline(cfg)
+        lp = LocalExecutor(cfg)
         lp.score_entries(entries, batch_size=cfg.detect.resources.batch_size)
         dt = time.time() - t
         res["loop_images_per_s"] = round(m / dt, 3)

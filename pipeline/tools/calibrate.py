@@ -27,7 +27,6 @@ the balanced accuracy of ``verdict == accept``.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import os
 import time
@@ -36,11 +35,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import Config, load_config
-from .stages.fiqa import FIQA_KEYS
-from .stages.fuse import curve_penalty, face_raw, pose_penalty
-from .stages.iqa import FACE_IQA_KEYS
-from .stages.listing import InputError
+from ..config import Config, load_config
+from ..errors import InputError, OutputError, errors_as
+from ..fs import local_path, write_bytes_atomic
+from ..io.results import read_results, run_profile
+from ..schema import FACE_IQA_KEYS, FIQA_KEYS
+from ..stages.fuse import curve_penalty, face_raw, pose_penalty
 
 POSE = ("yaw", "pitch", "roll")
 MIN_LABELS = 20  # labelled images with a scored face
@@ -67,7 +67,7 @@ def feature_names(cfg: Config) -> Tuple[str, ...]:
 
 def current_weights(cfg: Config) -> np.ndarray:
     return np.array([c.weight for c in cfg.fuse.curves.values()]
-                    + [float(cfg.fuse.pose_weights.get(p, 1.0)) for p in POSE], float)
+                    + [float(getattr(cfg.fuse.pose_weights, p)) for p in POSE], float)
 
 
 def _num(v) -> float:
@@ -81,7 +81,8 @@ def face_features(cfg: Config, face: dict) -> np.ndarray:
     fiqa = face.get("fiqa") or {}
     raw = face_raw([_num(iqa.get(k)) for k in FACE_IQA_KEYS], [_num(fiqa.get(k)) for k in FIQA_KEYS],
                    _num(face.get("inter_eye_px")))
-    h = [curve_penalty(dataclasses.replace(c, weight=1.0), raw.get(name, float("nan"))) for name, c in cfg.fuse.curves.items()]
+    h = [curve_penalty(c.model_copy(update={"weight": 1.0}), raw.get(name, float("nan")))
+         for name, c in cfg.fuse.curves.items()]
     h += [pose_penalty(_num(face.get(p)), 1.0) for p in POSE]
     return np.array(h, float)
 
@@ -164,7 +165,7 @@ def _match(label_uris: Sequence[str], result_uris: Sequence[str], labels_path: s
     exact = {u: i for i, u in enumerate(result_uris)}
     local = {}
     for i, u in enumerate(result_uris):
-        p = u[len("file://"):] if u.startswith("file://") else u
+        p = local_path(u)
         if "://" not in p:
             local[os.path.normpath(p)] = i
     names: Dict[str, List[int]] = {}
@@ -176,7 +177,7 @@ def _match(label_uris: Sequence[str], result_uris: Sequence[str], labels_path: s
         if lu in exact:
             out[lu] = exact[lu]
             continue
-        p = lu[len("file://"):] if lu.startswith("file://") else lu
+        p = local_path(lu)
         hit = None
         if "://" not in p:
             for cand in (os.path.abspath(p), os.path.normpath(os.path.join(base, p))):
@@ -486,31 +487,21 @@ def _r(x: float) -> float:
     return 0.0 if abs(x) < 1e-4 else x
 
 
-def _one_blas_thread():
-    """Hundreds of tiny optimisations: BLAS worker threads only spin (twice the CPU, far worse on
-    a busy machine), so calibration runs with one."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - a dependency; without it only slower
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def calibrate(labels_path: str, results: str, cfg: Optional[Config] = None, k: int = 5, seed: int = 0,
               storage_options: Optional[dict] = None) -> Calibration:
-    """Fit to the labels in ``labels_path`` the run in ``results``; see the module docstring."""
-    with _one_blas_thread():
+    """Fit to the labels in ``labels_path`` the run in ``results``; see the module docstring.
+    Hundreds of tiny optimisations: BLAS worker threads would only spin (twice the CPU, far worse
+    on a busy machine), so calibration runs with one."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
         return _calibrate(labels_path, results, cfg, k, seed, storage_options)
 
 
 def _calibrate(labels_path: str, results: str, cfg: Optional[Config], k: int, seed: int,
                storage_options: Optional[dict]) -> Calibration:
-    from .report import read_run, run_profile
-
     labels = read_labels(labels_path)
-    table, summary = read_run(results, storage_options)
+    table, summary = read_results(results, storage_options)
     notes = [] if summary else [f"{results} has no _summary.json (unfinished run): using the Parquet files found"]
     if cfg is None:
         cfg = load_config(profile=run_profile(table, summary))
@@ -588,18 +579,10 @@ def config_text(c: Calibration) -> str:
 
 
 def write_config(c: Calibration, path: str) -> None:
-    from .runner import OutputError
-
-    text = config_text(c)
-    try:
-        d = os.path.dirname(os.path.abspath(path))
-        os.makedirs(d, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+    with errors_as(OutputError, f"cannot write {path}"):
+        write_bytes_atomic(path, config_text(c).encode("utf-8"))
     # the file must load as a configuration and reproduce the fitted weights
     cfg = load_config(path)
     got = current_weights(cfg)
     if not np.allclose(got, c.fitted.weights, atol=1e-3):
-        raise RuntimeError(f"written config {path} does not reproduce the fitted weights")
+        raise OutputError(f"written config {path} does not reproduce the fitted weights")

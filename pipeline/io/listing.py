@@ -1,4 +1,4 @@
-"""Stage 1 — list: expand inputs into rows (uri, size, mtime).
+"""The source: expand inputs into listing rows (uri, size, mtime, etag, carried columns).
 
 Inputs are files, directories (walked recursively), globs, bucket prefixes, or manifest files
 (``.parquet``, ``.csv``, ``.jsonl`` or ``.lst``: a ``uri`` (or ``path``) column / one URI per
@@ -23,19 +23,12 @@ from typing import Iterable, Iterator, List, Optional
 
 import pyarrow as pa
 
-from ..fs import get_fs, invalidate, is_local
+from ..errors import InputError, errors_as
+from ..fs import get_fs, invalidate, is_local, local_path
+from ..schema import EXTRA_PREFIX, carried_name
 
 MANIFEST_SUFFIXES = (".parquet", ".csv", ".jsonl", ".lst")
-LIST_SCHEMA = pa.schema([("uri", pa.string()), ("size", pa.int64()), ("mtime", pa.float64())])
-EXTRA_PREFIX = "extra."  # listing columns carried through the stages to the output
 ETAG = EXTRA_PREFIX + "etag"
-# output columns a manifest's own columns must not shadow (see pipeline.schema.BASE_SCHEMA)
-_RESERVED = ("uri", "size", "mtime", "status", "error", "width", "height", "num_faces", "primary_face",
-             "quality", "verdict", "reasons", "image_iqa", "faces", "etag", "run_id", "change")
-
-
-class InputError(ValueError):
-    """An input the user named does not exist or cannot be listed."""
 
 
 @dataclass
@@ -154,55 +147,49 @@ def _manifest_entry(u: str, base: Optional[str], extra: dict) -> Entry:
     return e
 
 
+def _manifest_rows(fs, path: str, uri: str) -> List[dict]:
+    lower = uri.lower()
+    if lower.endswith((".parquet", ".csv")):
+        with fs.open(path, "rb") as f:
+            data = f.read()
+        if lower.endswith(".csv") and not data.strip():
+            return []
+        if lower.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(pa.BufferReader(data))
+        else:
+            import pyarrow.csv as pcsv
+
+            table = pcsv.read_csv(pa.py_buffer(data), convert_options=pcsv.ConvertOptions(
+                column_types={"uri": pa.string(), "path": pa.string(), "etag": pa.string()},
+                strings_can_be_null=True))
+        if "uri" not in table.column_names and "path" not in table.column_names:
+            raise InputError(f"manifest {uri} has no 'uri' or 'path' column")
+        return table.to_pylist()
+    rows = []
+    with fs.open(path, "rb") as f:
+        if lower.endswith(".jsonl"):
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                obj = json.loads(line)
+                if not isinstance(obj, dict) or not (obj.get("uri") or obj.get("path")):
+                    raise InputError(f"manifest {uri} line {n}: no 'uri' or 'path'")
+                rows.append(obj)
+            return rows
+        uris = [ln.decode("utf-8").strip() for ln in f]  # .lst: one URI per line
+    return [{"uri": u} for u in uris if u and not u.startswith("#")]
+
+
 def read_manifest(uri: str, storage_options: dict | None = None) -> List[Entry]:
     """Entries listed in a manifest file; relative local paths resolve against its folder.
 
     Columns other than ``uri`` / ``path`` are carried through to the output (their types kept
     for Parquet, inferred for CSV and JSONL)."""
     fs, path = get_fs(uri, storage_options)
-    lower = uri.lower()
-    rows: List[dict] = []
-    try:
-        if lower.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            with fs.open(path, "rb") as f:
-                table = pq.read_table(f)
-            if "uri" not in table.column_names and "path" not in table.column_names:
-                raise InputError(f"manifest {uri} has no 'uri' or 'path' column")
-            rows = table.to_pylist()
-        elif lower.endswith(".csv"):
-            import pyarrow.csv as pcsv
-
-            with fs.open(path, "rb") as f:
-                data = f.read()
-            if not data.strip():
-                rows = []
-            else:
-                table = pcsv.read_csv(pa.py_buffer(data), convert_options=pcsv.ConvertOptions(
-                    column_types={"uri": pa.string(), "path": pa.string(), "etag": pa.string()},
-                    strings_can_be_null=True))
-                if "uri" not in table.column_names and "path" not in table.column_names:
-                    raise InputError(f"manifest {uri} has no 'uri' or 'path' column")
-                rows = table.to_pylist()
-        elif lower.endswith(".jsonl"):
-            with fs.open(path, "rb") as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    obj = json.loads(line)
-                    u = (obj.get("uri") or obj.get("path")) if isinstance(obj, dict) else None
-                    if not u:
-                        raise InputError(f"manifest {uri} line {n}: no 'uri' or 'path'")
-                    rows.append(obj)
-        else:  # .lst: one URI per line
-            with fs.open(path, "rb") as f:
-                uris = [ln.decode("utf-8").strip() for ln in f]
-            rows = [{"uri": u} for u in uris if u and not u.startswith("#")]
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"cannot read manifest {uri}: {e}") from e
+    with errors_as(InputError, f"cannot read manifest {uri}"):
+        rows = _manifest_rows(fs, path, uri)
     base = os.path.dirname(os.path.abspath(path)) if is_local(uri) else None
     out = []
     for r in rows:
@@ -235,46 +222,7 @@ def expand_inputs(sources: Iterable[str], storage_options: dict | None = None,
         return kept
 
     for src in sources:
-        if is_local(src):
-            src = src[len("file://"):] if src.startswith("file://") else src
-            if _has_glob(src) and not os.path.lexists(src):  # an existing name is taken literally
-                matches = sorted(globmod.glob(src, recursive=True))
-                if not matches:
-                    raise InputError(f"no files match {src!r}")
-                for m in matches:
-                    entries.extend(walked(_walk_local(m)) if os.path.isdir(m) else [_local_entry(m)])
-            elif os.path.isdir(src):
-                entries.extend(walked(_walk_local(src)))
-            elif os.path.lexists(src):
-                if src.lower().endswith(MANIFEST_SUFFIXES):
-                    entries.extend(read_manifest(src, so))
-                else:
-                    entries.append(_local_entry(src))
-            else:
-                raise InputError(f"input not found: {src}")
-        else:
-            fs, path = get_fs(src, so)
-            protocol = src.split("://", 1)[0]
-            try:
-                if _has_glob(path):
-                    matches = sorted(fs.glob(path))
-                    if not matches:
-                        raise InputError(f"no objects match {src!r}")
-                    for m in matches:
-                        mu = f"{protocol}://{m}"
-                        entries.extend(walked(_walk_remote(mu, so)) if fs.isdir(m) else [_remote_entry(fs, mu, m)])
-                elif src.lower().endswith(MANIFEST_SUFFIXES) and fs.isfile(path):
-                    entries.extend(read_manifest(src, so))
-                elif fs.isdir(path):
-                    entries.extend(walked(_walk_remote(src, so)))
-                elif fs.exists(path):
-                    entries.append(_remote_entry(fs, src, path))
-                else:
-                    raise InputError(f"input not found: {src}")
-            except InputError:
-                raise
-            except Exception as e:  # noqa: BLE001 - credentials, endpoint, permissions
-                raise InputError(f"cannot list {src}: {type(e).__name__}: {e}") from e
+        entries.extend(_expand_local(local_path(src), so, walked) if is_local(src) else _expand_remote(src, so, walked))
     # the same file named twice (overlapping inputs) is scored once
     seen, unique = set(), []
     for e in entries:
@@ -284,14 +232,41 @@ def expand_inputs(sources: Iterable[str], storage_options: dict | None = None,
     return unique
 
 
+def _expand_local(src: str, so: dict, walked) -> List[Entry]:
+    if _has_glob(src) and not os.path.lexists(src):  # an existing name is taken literally
+        matches = sorted(globmod.glob(src, recursive=True))
+        if not matches:
+            raise InputError(f"no files match {src!r}")
+        return [e for m in matches for e in (walked(_walk_local(m)) if os.path.isdir(m) else [_local_entry(m)])]
+    if os.path.isdir(src):
+        return walked(_walk_local(src))
+    if not os.path.lexists(src):
+        raise InputError(f"input not found: {src}")
+    return read_manifest(src, so) if src.lower().endswith(MANIFEST_SUFFIXES) else [_local_entry(src)]
+
+
+def _expand_remote(src: str, so: dict, walked) -> List[Entry]:
+    fs, path = get_fs(src, so)
+    protocol = src.split("://", 1)[0]
+    with errors_as(InputError, f"cannot list {src}"):
+        if _has_glob(path):
+            matches = sorted(fs.glob(path))
+            if not matches:
+                raise InputError(f"no objects match {src!r}")
+            return [e for m in matches for e in (walked(_walk_remote(f"{protocol}://{m}", so)) if fs.isdir(m)
+                                                 else [_remote_entry(fs, f"{protocol}://{m}", m)])]
+        if src.lower().endswith(MANIFEST_SUFFIXES) and fs.isfile(path):
+            return read_manifest(src, so)
+        if fs.isdir(path):
+            return walked(_walk_remote(src, so))
+        if fs.exists(path):
+            return [_remote_entry(fs, src, path)]
+        raise InputError(f"input not found: {src}")
+
+
 def _remote_entry(fs, uri: str, path: str) -> Entry:
     info = fs.info(path)
     return Entry(uri, int(info.get("size") or 0), _mtime(info), _etag(info))
-
-
-def extra_name(name: str) -> str:
-    """The output column a manifest column becomes (renamed if it would shadow one of ours)."""
-    return f"manifest_{name}" if name in _RESERVED else name
 
 
 def _column(values: list) -> pa.Array:
@@ -317,7 +292,7 @@ def entries_table(entries: List[Entry]) -> pa.Table:
         for k in e.extra or ():
             names.setdefault(k, None)
     for k in names:
-        cols[EXTRA_PREFIX + extra_name(k)] = _column([(e.extra or {}).get(k) for e in entries])
+        cols[EXTRA_PREFIX + carried_name(k)] = _column([(e.extra or {}).get(k) for e in entries])
     return pa.table(cols)
 
 
@@ -327,23 +302,18 @@ def list_table(source: str, storage_options: dict | None = None, extensions: Ite
     entries at a time, so that a large listing never lives as Python objects all at once)."""
     so = storage_options or {}
     exts = tuple(e.lower() for e in extensions)
-    if is_local(source) and not _has_glob(source) and os.path.isdir(source.removeprefix("file://")):
-        found: Iterable[Entry] = _walk_local(source.removeprefix("file://"))
+    if is_local(source) and not _has_glob(source) and os.path.isdir(local_path(source)):
+        found: Iterable[Entry] = _walk_local(local_path(source))
     elif not is_local(source) and not _has_glob(source) and not source.lower().endswith(MANIFEST_SUFFIXES):
         fs, path = get_fs(source, so)
-        try:
+        with errors_as(InputError, f"cannot list {source}"):
             if not fs.isdir(path):
                 raise InputError(f"source not found or not a prefix: {source}")
-        except InputError:
-            raise
-        except Exception as e:  # noqa: BLE001 - credentials, endpoint, permissions
-            raise InputError(f"cannot list {source}: {type(e).__name__}: {e}") from e
         found = _walk_remote(source, so)
     else:
-        t = entries_table(expand_inputs([source], so, extensions, stats))
-        return t
+        return entries_table(expand_inputs([source], so, extensions, stats))
     tables, buf, skipped = [], [], 0
-    try:
+    with errors_as(InputError, f"cannot list {source}"):
         for e in found:
             if exts and not e.uri.lower().endswith(exts):
                 skipped += 1
@@ -352,10 +322,6 @@ def list_table(source: str, storage_options: dict | None = None, extensions: Ite
             if len(buf) >= chunk:
                 tables.append(entries_table(buf))
                 buf = []
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"cannot list {source}: {type(e).__name__}: {e}") from e
     tables.append(entries_table(buf))
     if stats is not None:
         stats["skipped_by_extension"] = stats.get("skipped_by_extension", 0) + skipped

@@ -29,6 +29,7 @@ and lists are derived from committed runs only and are brought up to date first 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,13 +40,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import SCHEMA_VERSION, __version__
-from .config import Config
-from .fs import atomic_writer, get_fs, invalidate, is_local, join_uri, list_names, redact
-from .models import models_for
-from .runner import OutputError, _now, _read_json, _write_json, output_schema, run_table, versions
-from .stages.listing import ETAG, EXTRA_PREFIX, list_table
-from .stages.write import SUMMARY_NAME, write_table_atomic
+from ..config import Config
+from ..errors import OutputError, RunError, errors_as
+from ..fs import atomic_writer, get_fs, invalidate, is_local, join_uri, list_names, local_path, read_json, redact, write_json
+from ..io.listing import ETAG, list_table
+from ..io.parts import SUMMARY_NAME, write_table_atomic
+from ..registry import models_for
+from ..run import run_facts, run_table, timestamp
+from ..schema import EXTRA_PREFIX, output_schema
 
 log = logging.getLogger("faceqc")
 
@@ -55,10 +57,6 @@ VERDICT_LISTS = ("accept", "review", "reject")
 CHANGE = EXTRA_PREFIX + "change"
 RETRY_STATUSES = ("read_error",)  # the bytes were never judged: try again next night
 VIEW_RUN_KEY = b"faceqc.view.run_id"
-
-
-class NightlyError(OutputError):
-    """The nightly run cannot start (bad source / output combination, foreign run)."""
 
 
 # ------------------------------------------------------------------------------ layout
@@ -84,7 +82,7 @@ def committed_runs(out: str, storage_options: Optional[dict] = None) -> List[dic
     out_runs = []
     for r in list_runs(out, so):
         if r["committed"]:
-            out_runs.append(_read_json(join_uri(run_dir(out, r["run_id"]), SUMMARY_NAME), so))
+            out_runs.append(read_json(join_uri(run_dir(out, r["run_id"]), SUMMARY_NAME), so))
     return [r for r in out_runs if r]
 
 
@@ -100,7 +98,7 @@ def committed_files(out: str, storage_options: Optional[dict] = None) -> List[st
 
 def _norm(uri: str) -> str:
     if is_local(uri):
-        return os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri).rstrip("/")
+        return os.path.abspath(local_path(uri)).rstrip("/")
     return uri.rstrip("/")
 
 
@@ -183,7 +181,7 @@ def view_schema(run_schema: pa.Schema) -> pa.Schema:
     return pa.schema(fields, metadata=run_schema.metadata)
 
 
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+def fit_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with ``schema``'s columns (missing ones null), in its order and types."""
     cols = []
     for f in schema:
@@ -208,19 +206,69 @@ def _view_run(out: str, so: dict) -> Optional[str]:
 def _run_rows(out: str, run_id: str, so: dict, schema: pa.Schema):
     """Record batches of a committed run's scored rows, with run_id, in the view's schema."""
     rdir = run_dir(out, run_id)
-    summary = _read_json(join_uri(rdir, SUMMARY_NAME), so) or {}
+    summary = read_json(join_uri(rdir, SUMMARY_NAME), so) or {}
     for name in summary.get("files", {}).get("scores", []):
         fs, path = get_fs(join_uri(join_uri(rdir, "scores"), name), so)
         with fs.open(path, "rb") as f:
             t = pq.read_table(f)
         t = t.append_column("run_id", pa.array([run_id] * t.num_rows, pa.string()))
-        yield from conform(t, schema).to_batches()
+        yield from fit_schema(t, schema).to_batches()
 
 
 def _plan_uris(out: str, run_id: str, so: dict) -> pa.Array:
     fs, path = get_fs(join_uri(run_dir(out, run_id), PLAN_NAME), so)
     with fs.open(path, "rb") as f:
         return pq.read_table(f, columns=["uri"]).column("uri").combine_chunks()
+
+
+def _rewrite_view(out: str, cfg: Config, current: Optional[str], pending: List[str], target: str) -> None:
+    """latest/quality.parquet: the current view's rows without the URIs that pending runs planned,
+    then each pending run's scored rows (a later run's rows replacing an earlier one's)."""
+    so = cfg.input.storage_options
+    vpath = join_uri(join_uri(out, LATEST), VIEW_NAME)
+    listing = pa.table({ETAG: pa.array([], pa.string()), CHANGE: pa.array([], pa.string())})
+    schema = view_schema(output_schema(listing, models_for(cfg), cfg.profile))
+    schema = schema.with_metadata({**(schema.metadata or {}), VIEW_RUN_KEY: target.encode()})
+    planned = [_plan_uris(out, r, so) for r in pending]
+    drop = pa.concat_arrays(planned)
+    later = [pa.concat_arrays(planned[i + 1:]) if i + 1 < len(planned) else pa.array([], pa.string())
+             for i in range(len(pending))]
+    fs, path = get_fs(vpath, so)
+    with atomic_writer(vpath, so) as f, contextlib.closing(pq.ParquetWriter(f, schema, compression=cfg.output.compression)) as writer:
+        if current is not None:
+            with fs.open(path, "rb") as old:
+                for b in pq.ParquetFile(old).iter_batches(batch_size=65536):
+                    t = pa.Table.from_batches([b])
+                    t = t.filter(pc.invert(pc.is_in(t.column("uri"), value_set=drop)))
+                    if t.num_rows:
+                        writer.write_table(fit_schema(t, schema))
+        for r, newer in zip(pending, later):
+            for b in _run_rows(out, r, so, schema):
+                t = pa.Table.from_batches([b])
+                if len(newer):
+                    t = t.filter(pc.invert(pc.is_in(t.column("uri"), value_set=newer)))
+                if t.num_rows:
+                    writer.write_table(t)
+
+
+def _write_lists(out: str, so: dict) -> tuple:
+    """latest/<verdict>.txt from the view, each replaced atomically; (rows, counts per verdict)."""
+    latest = join_uri(out, LATEST)
+    counts = {v: 0 for v in VERDICT_LISTS}
+    rows = 0
+    fs, path = get_fs(join_uri(latest, VIEW_NAME), so)
+    with contextlib.ExitStack() as stack:
+        files = {v: stack.enter_context(atomic_writer(join_uri(latest, f"{v}.txt"), so)) for v in VERDICT_LISTS}
+        with fs.open(path, "rb") as f:
+            for b in pq.ParquetFile(f).iter_batches(batch_size=65536, columns=["uri", "verdict"]):
+                uris, verdicts = b.column(0).to_pylist(), b.column(1).to_pylist()
+                rows += len(uris)
+                for v in VERDICT_LISTS:
+                    sel = [u for u, w in zip(uris, verdicts) if w == v]
+                    counts[v] += len(sel)
+                    if sel:
+                        files[v].write(("\n".join(sel) + "\n").encode("utf-8", "surrogatepass"))
+    return rows, counts
 
 
 def refresh_view(out: str, cfg: Config, committed: List[str]) -> Optional[dict]:
@@ -232,134 +280,99 @@ def refresh_view(out: str, cfg: Config, committed: List[str]) -> Optional[dict]:
     if not committed:
         return None
     latest = join_uri(out, LATEST)
-    marker = _read_json(join_uri(latest, VIEW_MARKER), so)
+    marker = read_json(join_uri(latest, VIEW_MARKER), so)
     target = committed[-1]
     if marker and marker.get("run_id") == target:
         return marker
     t0 = time.time()
     current = _view_run(out, so)
     pending = [r for r in committed if current is None or r > current]
-    vpath = join_uri(latest, VIEW_NAME)
     if pending:
-        schema = view_schema(output_schema(cfg, pa.table({ETAG: pa.array([], pa.string()),
-                                                          CHANGE: pa.array([], pa.string())})))
-        schema = schema.with_metadata({**(schema.metadata or {}), VIEW_RUN_KEY: target.encode()})
-        drop = pa.concat_arrays([_plan_uris(out, r, so) for r in pending]) if pending else None
-        # rows scored by a later pending run replace the same URI's rows of an earlier one
-        later: dict = {}
-        for i, r in enumerate(pending):
-            later[r] = pa.concat_arrays([_plan_uris(out, q, so) for q in pending[i + 1:]]) \
-                if i + 1 < len(pending) else pa.array([], pa.string())
-        fs, path = get_fs(vpath, so)
-        with atomic_writer(vpath, so) as f:
-            writer = pq.ParquetWriter(f, schema, compression=cfg.output.compression)
-            try:
-                if current is not None:
-                    with fs.open(path, "rb") as old:
-                        for b in pq.ParquetFile(old).iter_batches(batch_size=65536):
-                            t = pa.Table.from_batches([b])
-                            t = t.filter(pc.invert(pc.is_in(t.column("uri"), value_set=drop)))
-                            if t.num_rows:
-                                writer.write_table(conform(t, schema))
-                for r in pending:
-                    for b in _run_rows(out, r, so, schema):
-                        t = pa.Table.from_batches([b])
-                        if len(later[r]):
-                            t = t.filter(pc.invert(pc.is_in(t.column("uri"), value_set=later[r])))
-                        if t.num_rows:
-                            writer.write_table(t)
-            finally:
-                writer.close()
-    # the lists, from the view
-    counts = {v: 0 for v in VERDICT_LISTS}
-    rows = 0
-    fs, path = get_fs(vpath, so)
-    writers = {}
-    try:
-        for v in VERDICT_LISTS:
-            cm = atomic_writer(join_uri(latest, f"{v}.txt"), so)
-            writers[v] = (cm, cm.__enter__())
-        with fs.open(path, "rb") as f:
-            for b in pq.ParquetFile(f).iter_batches(batch_size=65536, columns=["uri", "verdict"]):
-                uris, verdicts = b.column(0).to_pylist(), b.column(1).to_pylist()
-                rows += len(uris)
-                for v in VERDICT_LISTS:
-                    sel = [u for u, w in zip(uris, verdicts) if w == v]
-                    counts[v] += len(sel)
-                    if sel:
-                        writers[v][1].write(("\n".join(sel) + "\n").encode("utf-8", "surrogatepass"))
-    except BaseException as e:
-        for cm, _ in writers.values():
-            try:
-                cm.__exit__(type(e), e, e.__traceback__)
-            except BaseException:  # noqa: BLE001 - the original error is the one to raise
-                pass
-        raise
-    for cm, _ in writers.values():
-        cm.__exit__(None, None, None)
-    marker = {"run_id": target, "rows": rows, "verdict_counts": counts, "updated_at": _now(),
+        _rewrite_view(out, cfg, current, pending, target)
+    rows, counts = _write_lists(out, so)
+    marker = {"run_id": target, "rows": rows, "verdict_counts": counts, "updated_at": timestamp(),
               "view": VIEW_NAME, "lists": {v: f"{v}.txt" for v in VERDICT_LISTS},
               "seconds": round(time.time() - t0, 3)}
-    _write_json(join_uri(latest, VIEW_MARKER), marker, so)
+    write_json(join_uri(latest, VIEW_MARKER), marker, so)
     invalidate(out, so)
     return marker
 
 
 # -------------------------------------------------------------------------------- run
+def _check_paths(source: str, out: str, so: dict) -> None:
+    src, dst = _norm(source), _norm(out)
+    if dst == src or dst.startswith(src + "/") or src.startswith(dst + "/"):
+        raise OutputError(f"--out {out} and --source {source} overlap: the output must lie outside "
+                          f"the source prefix (and the other way round)")
+    fs, path = get_fs(out, so)
+    with errors_as(OutputError, f"output {out} is not usable", mask=lambda t: redact(t, so)):
+        fs.makedirs(path, exist_ok=True)
+
+
+def _resume_plan(out: str, run_id: str, source: str, so: dict):
+    """(plan, header) of an unfinished run, or (None, None) when it was killed before its plan."""
+    fs, p = get_fs(join_uri(run_dir(out, run_id), PLAN_NAME), so)
+    try:
+        with fs.open(p, "rb") as f:
+            plan = pq.read_table(f)
+    except FileNotFoundError:
+        return None, None
+    header = json.loads((plan.schema.metadata or {}).get(b"faceqc.nightly", b"{}"))
+    if _norm(header.get("source", "")) != _norm(source):
+        raise OutputError(f"{run_dir(out, run_id)} is an unfinished run of source {header.get('source')}, "
+                          f"not {source}; finish it with that source or remove it")
+    log.info("resuming unfinished nightly run %s", run_id)
+    return plan, header
+
+
+def _new_plan(source: str, out: str, cfg: Config, run_id: str, base: Optional[str]):
+    """List the source, diff it against the view, and freeze the plan of run ``run_id``."""
+    so = cfg.input.storage_options
+    t = time.time()
+    list_stats: dict = {}
+    listing = list_table(source, so, cfg.input.extensions, list_stats)
+    t_list, t = time.time() - t, time.time()
+    state = view_keys(out, so)
+    plan = diff(listing, state)
+    header = {"source": source, "run_id": run_id, "base_run_id": base, "listed": listing.num_rows,
+              "known": state.num_rows, "changes": count_changes(plan),
+              "skipped_by_extension": list_stats.get("skipped_by_extension", 0), "planned_at": timestamp(),
+              "seconds": {"listing": round(t_list, 3), "diff": round(time.time() - t, 3)}}
+    plan = plan.replace_schema_metadata({b"faceqc.nightly": json.dumps(header).encode()})
+    write_table_atomic(join_uri(run_dir(out, run_id), PLAN_NAME), plan, so)
+    log.info("nightly run %s: %s", run_id, header["changes"])
+    return plan, header
+
+
+def _record_deleted(plan: pa.Table, rdir: str, run_id: str, so: dict) -> Optional[str]:
+    """deleted.parquet: the objects gone from the source, with their last score."""
+    deleted = plan.filter(pc.equal(plan.column("change"), "deleted"))
+    if not deleted.num_rows:
+        return None
+    rec = pa.table({"uri": deleted.column("uri"), "size": deleted.column("size"),
+                    "mtime": deleted.column("mtime"), "etag": deleted.column("etag"),
+                    "deleted_in_run": pa.array([run_id] * deleted.num_rows, pa.string()),
+                    "last_run_id": deleted.column("prev_run_id"), "last_status": deleted.column("prev_status"),
+                    "last_quality": deleted.column("prev_quality"), "last_verdict": deleted.column("prev_verdict")})
+    write_table_atomic(join_uri(rdir, DELETED_NAME), rec, so)
+    return DELETED_NAME
+
+
 def nightly(source: str, out: str, cfg: Config, address: Optional[str] = None, progress: bool = True,
             now: Optional[float] = None) -> dict:
     """One nightly run of ``source`` into ``out`` (or the resumption of an unfinished one)."""
     t0 = time.time()
     so = cfg.input.storage_options
-    src, dst = _norm(source), _norm(out)
-    if dst == src or dst.startswith(src + "/") or src.startswith(dst + "/"):
-        raise NightlyError(f"--out {out} and --source {source} overlap: the output must lie outside "
-                           f"the source prefix (and the other way round)")
-    fs, path = get_fs(out, so)
-    try:
-        fs.makedirs(path, exist_ok=True)
-    except Exception as e:  # noqa: BLE001
-        raise NightlyError(redact(f"output {out} is not usable: {type(e).__name__}: {e}", so)) from e
+    _check_paths(source, out, so)
     runs = list_runs(out, so)
     committed = [r["run_id"] for r in runs if r["committed"]]
     refresh_view(out, cfg, committed)  # a job killed between commit and view update
 
     pending = [r["run_id"] for r in runs if not r["committed"] and (not committed or r["run_id"] > committed[-1])]
-    plan = header = None
-    run_id = None
-    if pending:
-        run_id = pending[-1]
-        fs_p, p = get_fs(join_uri(run_dir(out, run_id), PLAN_NAME), so)
-        try:
-            with fs_p.open(p, "rb") as f:
-                plan = pq.read_table(f)
-            header = json.loads((plan.schema.metadata or {}).get(b"faceqc.nightly", b"{}"))
-        except FileNotFoundError:
-            plan = None  # killed before its plan was written: plan it afresh
-        if plan is not None and _norm(header.get("source", "")) != src:
-            raise NightlyError(f"{run_dir(out, run_id)} is an unfinished run of source {header.get('source')}, "
-                               f"not {source}; finish it with that source or remove it")
-        if plan is not None:
-            log.info("resuming unfinished nightly run %s", run_id)
-    t_list = t_diff = 0.0
+    run_id = pending[-1] if pending else _new_run_id([r["run_id"] for r in runs], now)
+    plan, header = _resume_plan(out, run_id, source, so) if pending else (None, None)
     if plan is None:
-        t = time.time()
-        list_stats: dict = {}
-        listing = list_table(source, so, cfg.input.extensions, list_stats)
-        t_list = time.time() - t
-        t = time.time()
-        state = view_keys(out, so)
-        plan = diff(listing, state)
-        t_diff = time.time() - t
-        run_id = run_id or _new_run_id([r["run_id"] for r in runs], now)
-        header = {"source": source, "run_id": run_id, "base_run_id": committed[-1] if committed else None,
-                  "listed": listing.num_rows, "known": state.num_rows, "changes": count_changes(plan),
-                  "skipped_by_extension": list_stats.get("skipped_by_extension", 0),
-                  "planned_at": _now(), "seconds": {"listing": round(t_list, 3), "diff": round(t_diff, 3)}}
-        del listing, state
-        plan = plan.replace_schema_metadata({b"faceqc.nightly": json.dumps(header).encode()})
-        write_table_atomic(join_uri(run_dir(out, run_id), PLAN_NAME), plan, so)
-        log.info("nightly run %s: %s", run_id, header["changes"])
+        plan, header = _new_plan(source, out, cfg, run_id, committed[-1] if committed else None)
     rdir = run_dir(out, run_id)
 
     # score what is new, changed or to retry
@@ -367,57 +380,31 @@ def nightly(source: str, out: str, cfg: Config, address: Optional[str] = None, p
     table = pa.table({"uri": todo.column("uri"), "size": todo.column("size"), "mtime": todo.column("mtime"),
                       ETAG: todo.column("etag"), CHANGE: todo.column("change")})
     scores = join_uri(rdir, "scores")
-    score_summary = _read_json(join_uri(scores, SUMMARY_NAME), so)
-    if score_summary is None:
-        score_summary = run_table(table, scores, cfg, address=address, progress=progress,
-                                  header={"inputs": [source]})
-    if score_summary.get("error"):
-        raise RuntimeError(f"nightly run {run_id}: {score_summary['error']}; start it again to finish it")
+    scored = read_json(join_uri(scores, SUMMARY_NAME), so) or \
+        run_table(table, scores, cfg, address=address, progress=progress, inputs=[source])
+    if scored.get("error"):
+        raise RunError(f"nightly run {run_id}: {scored['error']}; start it again to finish it")
+    deleted_file = _record_deleted(plan, rdir, run_id, so)
 
-    # record what was deleted, with its last score
-    deleted = plan.filter(pc.equal(plan.column("change"), "deleted"))
-    deleted_file = None
-    if deleted.num_rows:
-        rec = pa.table({"uri": deleted.column("uri"), "size": deleted.column("size"),
-                        "mtime": deleted.column("mtime"), "etag": deleted.column("etag"),
-                        "deleted_in_run": pa.array([run_id] * deleted.num_rows, pa.string()),
-                        "last_run_id": deleted.column("prev_run_id"), "last_status": deleted.column("prev_status"),
-                        "last_quality": deleted.column("prev_quality"), "last_verdict": deleted.column("prev_verdict")})
-        write_table_atomic(join_uri(rdir, DELETED_NAME), rec, so)
-        deleted_file = DELETED_NAME
-
+    changes = header.get("changes", {})
     summary = {
-        "faceqc_version": __version__,
-        "schema_version": SCHEMA_VERSION,
-        "kind": "nightly",
-        "run_id": run_id,
-        "source": source,
-        "output": out,
-        "base_run_id": header.get("base_run_id"),
-        "started_at": header.get("planned_at"),
-        "finished_at": _now(),
-        "listed": header.get("listed"),
-        "changes": header.get("changes"),
-        "unchanged": (header.get("listed") or 0) - sum(v for k, v in header.get("changes", {}).items() if k != "deleted"),
+        "kind": "nightly", "run_id": run_id, "source": source, "output": out,
+        "base_run_id": header.get("base_run_id"), "started_at": header.get("planned_at"), "finished_at": timestamp(),
+        "listed": header.get("listed"), "changes": changes,
+        "unchanged": (header.get("listed") or 0) - sum(v for k, v in changes.items() if k != "deleted"),
         "skipped_by_extension": header.get("skipped_by_extension", 0),
-        "rows": score_summary["rows"],
-        "status_counts": score_summary["status_counts"],
-        "verdict_counts": score_summary["verdict_counts"],
-        "files": {"plan": PLAN_NAME, "scores": [f"{n}" for n in score_summary["files"]],
-                  "scores_dir": "scores", "deleted": deleted_file},
-        "resume": score_summary.get("resume"),
-        "seconds": {**header.get("seconds", {}), "scoring": score_summary["seconds"]["pipeline"],
+        "rows": scored["rows"], "status_counts": scored["status_counts"], "verdict_counts": scored["verdict_counts"],
+        "files": {"plan": PLAN_NAME, "scores": list(scored["files"]), "scores_dir": "scores", "deleted": deleted_file},
+        "resume": scored.get("resume"),
+        "seconds": {**header.get("seconds", {}), "scoring": scored["seconds"]["pipeline"],
                     "total_this_attempt": round(time.time() - t0, 3)},
-        "images_per_second": score_summary.get("images_per_second"),
-        "profile": cfg.profile,
-        "config": cfg.to_dict(redact=True),
-        "versions": versions(),
-        "models": [m.as_dict() for m in models_for(cfg)],
+        "images_per_second": scored.get("images_per_second"),
+        "ray_logs": scored.get("ray_logs"),
+        **run_facts(cfg),
     }
-    _write_json(join_uri(rdir, SUMMARY_NAME), summary, so)  # the commit
+    write_json(join_uri(rdir, SUMMARY_NAME), summary, so)  # the commit
     t = time.time()
-    marker = refresh_view(out, cfg, committed + [run_id])
-    summary["view"] = marker
+    summary["view"] = refresh_view(out, cfg, committed + [run_id])
     summary["seconds"]["view"] = round(time.time() - t, 3)
     return summary
 

@@ -1,0 +1,79 @@
+"""Every error faceqc raises on purpose, under one base class.
+
+The command line maps :class:`FaceqcError` to one line on stderr and its ``exit_code`` (2: the
+job refused to start, nothing was done), never a traceback.  Anything else is a bug.
+
+A failure of one input file is not an error of the job: stages turn it into that row's
+``status`` and ``error`` (:class:`RowError`), and the job goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from typing import Callable, Optional
+
+
+class FaceqcError(Exception):
+    """Base of faceqc's own errors: the message is one line that says what to do."""
+
+    exit_code = 2
+
+
+class ConfigError(FaceqcError, ValueError):
+    """The configuration is wrong: the job refuses to start."""
+
+
+class InputError(FaceqcError, ValueError):
+    """An input the user named does not exist, cannot be listed or cannot be parsed."""
+
+
+class OutputError(FaceqcError, ValueError):
+    """The output location cannot be used (not writable, holds another run, locked...)."""
+
+
+class ModelError(FaceqcError, RuntimeError):
+    """A model is missing, corrupt or does not fit its contract; the message names the model
+    and how to get it."""
+
+
+class MissingDependency(FaceqcError, ImportError):
+    """An optional package is not installed; the message names the pip install to run."""
+
+
+class RunError(FaceqcError):
+    """A run finished without producing every row (it stays uncommitted and resumes)."""
+
+    exit_code = 1
+
+
+class RowError(FaceqcError):
+    """One input row failed: ``status`` (``read_error``, ``decode_error``, ``too_large``...) and
+    the message become that row's columns; the row flows on."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def require(module: str, extra: str, purpose: str, pip_name: str | None = None):
+    """Import ``module`` or raise MissingDependency naming the extra that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        pkg = pip_name or module.split(".")[0]
+        raise MissingDependency(f"{purpose} needs the Python package '{pkg}', which is not installed: "
+                                f"pip install \"faceqc[{extra}]\"") from e
+
+
+@contextlib.contextmanager
+def errors_as(cls: type, what: str, mask: Optional[Callable[[str], str]] = None):
+    """Inside the block, any exception but faceqc's own becomes one ``cls`` error reading
+    "what: Type: message" (passed through ``mask``, e.g. secret redaction, when given)."""
+    try:
+        yield
+    except FaceqcError:
+        raise
+    except Exception as e:  # noqa: BLE001 - credentials, endpoints, permissions, parsers...
+        text = f"{what}: {type(e).__name__}: {e}"
+        raise cls(mask(text) if mask else text) from e

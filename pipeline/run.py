@@ -1,0 +1,345 @@
+"""A scoring run: list the inputs, freeze the plan, score what no part file holds yet, commit.
+
+    run(sources, out, cfg)        `faceqc score`: listing -> plan -> run_table
+    run_table(table, out, cfg)    score the rows of a listing table into ``out`` (also nightly's)
+
+Exactly once: a part file is written whole or not at all and named after its URIs
+(:mod:`pipeline.io.parts`); at a restart the URIs of every readable part are skipped; part files
+that no attempt of this run recorded (a write of a killed attempt that landed late) are removed
+before the commit; the summary, written last, is the commit marker and lists every part file.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import platform
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import SCHEMA_VERSION, __version__
+from .config import Config
+from .errors import InputError, OutputError, errors_as
+from .executor import init_ray, ray_dataset
+from .fs import get_fs, invalidate, join_uri, read_json, redact, write_json
+from .io.listing import entries_table, expand_inputs
+from .io.parts import STATE_DIR, SUMMARY_NAME, PartWriter, part_names, remove, scan_parts, write_table_atomic
+from .progress import Progress
+from .registry import check_installed, models_for
+from .schema import output_schema
+
+log = logging.getLogger("faceqc")
+
+RUN_STATE = "run.json"  # in STATE_DIR: what this output's unfinished run is (for resume)
+PLAN_NAME = "plan.parquet"  # in STATE_DIR: the listing of `faceqc score` inputs, frozen at the first attempt
+
+
+def timestamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def versions() -> dict:
+    import cv2
+    import dlib
+    import numpy
+    import ray
+
+    return {"faceqc": __version__, "schema": SCHEMA_VERSION, "python": platform.python_version(),
+            "ray": ray.__version__, "pyarrow": pa.__version__, "numpy": numpy.__version__,
+            "opencv": cv2.__version__, "dlib": dlib.__version__}
+
+
+def run_facts(cfg: Config) -> dict:
+    """What every summary records about how its rows were made."""
+    return {"faceqc_version": __version__, "schema_version": SCHEMA_VERSION, "profile": cfg.profile,
+            "config": cfg.to_dict(redact=True), "versions": versions(),
+            "models": [m.as_dict() for m in models_for(cfg)]}
+
+
+def plan_fingerprint(table: pa.Table) -> str:
+    h = hashlib.sha256()
+    for chunk in table.column("uri").chunks:
+        for u in chunk.to_pylist():
+            h.update(u.encode("utf-8", "surrogatepass") + b"\0")
+    return f"{table.num_rows}-{h.hexdigest()[:32]}"
+
+
+# ------------------------------------------------------------------------------ the output
+def check_output(out: str, cfg: Config, overwrite: bool) -> None:
+    """Fail before any work if ``out`` holds a finished run (unless overwrite) or is not writable."""
+    so = cfg.input.storage_options
+    fs, path = get_fs(out, so)
+    invalidate(out, so)
+    with errors_as(OutputError, f"output {out} is not writable", mask=lambda t: redact(t, so)):
+        if fs.exists(path) and not fs.isdir(path):
+            raise OutputError(f"output {out} exists and is not a directory")
+        if fs.exists(join_uri(path, SUMMARY_NAME)) and not overwrite:
+            raise OutputError(f"output {out} already holds a finished run ({SUMMARY_NAME}); "
+                              f"pass --overwrite to replace it or choose another --out")
+        fs.makedirs(path, exist_ok=True)
+        probe = join_uri(path, f".faceqc-write-test-{uuid.uuid4().hex[:8]}")
+        with fs.open(probe, "wb") as f:
+            f.write(b"ok")
+        fs.rm(probe)
+    if overwrite:
+        clear_output(out, so)
+
+
+def clear_output(out: str, storage_options: dict | None) -> None:
+    """Remove a previous run (part files, summary, resume state) from ``out``."""
+    fs, path = get_fs(out, storage_options)
+    invalidate(out, storage_options)
+    for p in fs.glob(join_uri(path, "part-*.parquet")) + [join_uri(path, SUMMARY_NAME)]:
+        if fs.exists(p):
+            fs.rm(p)
+    state = join_uri(path, STATE_DIR)
+    if fs.exists(state):
+        fs.rm(state, recursive=True)
+    invalidate(out, storage_options)
+
+
+def _foreign_parts(out: str) -> OutputError:
+    return OutputError(f"output {out} holds part files of an unfinished run of other inputs or "
+                       f"settings; pass --overwrite to discard them or choose another --out")
+
+
+@dataclass
+class RunState:
+    """What an unfinished run in an output folder is (``_faceqc/run.json``): a restart with the
+    same plan and configuration resumes it."""
+
+    plan: str
+    config: str
+    attempt: int = 0
+    args: Optional[dict] = None
+    listing: dict = field(default_factory=dict)
+    rows: int = 0
+    started_at: str = ""
+
+    @staticmethod
+    def uri(out: str) -> str:
+        return join_uri(join_uri(out, STATE_DIR), RUN_STATE)
+
+    @classmethod
+    def load(cls, out: str, so: dict) -> Optional["RunState"]:
+        d = read_json(cls.uri(out), so)
+        if not d:
+            return None
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**{"plan": "", "config": "", **known})
+
+    def save(self, out: str, so: dict) -> None:
+        write_json(self.uri(out), asdict(self), so)
+
+    def same(self, plan: str, config: str) -> bool:
+        return self.plan == plan and self.config == config
+
+
+def _read_plan(uri: str, so: dict) -> Optional[pa.Table]:
+    fs, path = get_fs(uri, so)
+    try:
+        with fs.open(path, "rb") as f:
+            return pq.read_table(f)
+    except Exception:  # noqa: BLE001 - missing or unreadable: list again
+        return None
+
+
+@dataclass
+class Committed:
+    """What earlier attempts committed: readable part files whose rows belong to the plan, each
+    URI once; ``broken`` are the files to drop (unreadable, foreign or duplicated rows)."""
+
+    parts: List[str]
+    table: Optional[pa.Table]
+    broken: List[str]
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.table is None else self.table.num_rows
+
+    @classmethod
+    def scan(cls, out: str, plan: pa.Table, so: dict, existing: Optional[dict] = None) -> "Committed":
+        existing = scan_parts(out, so) if existing is None else existing
+        plan_uris = plan.column("uri").combine_chunks()
+        parts, tables, seen = [], [], set()
+        broken = [n for n, t in existing.items() if t is None]
+        for name in sorted(n for n, t in existing.items() if t is not None):
+            t = existing[name]
+            uris = t.column("uri").to_pylist()
+            foreign = pc.sum(pc.invert(pc.is_in(t.column("uri"), value_set=plan_uris))).as_py() or 0
+            if foreign or any(u in seen for u in uris):
+                broken.append(name)  # rows another part already holds (or not of this run): redo them
+                continue
+            seen.update(uris)
+            parts.append(name)
+            tables.append(t)
+        return cls(parts, pa.concat_tables(tables) if tables else None, broken)
+
+    def todo(self, plan: pa.Table) -> pa.Table:
+        if self.table is None:
+            return plan
+        return plan.filter(pc.invert(pc.is_in(plan.column("uri"), value_set=self.table.column("uri").combine_chunks())))
+
+
+# ------------------------------------------------------------------------------ scoring
+def score(todo: pa.Table, out: str, cfg: Config, schema: pa.Schema, address: Optional[str] = None,
+          progress: bool = True) -> dict:
+    """Score the rows of ``todo`` through Ray into part files in ``out``; return the writer's
+    counts, the Ray start-up and pipeline seconds, and Ray Data's stats."""
+    empty = {"rows": 0, "status": {}, "verdict": {}, "files": [], "seconds_ray_start": 0.0,
+             "seconds_pipeline": 0.0, "ray_stats": "", "ray_logs": None}
+    if not todo.num_rows:
+        return empty
+    t = time.time()
+    ray_logs = init_ray(address)
+    t_ray, t = time.time() - t, time.time()  # a local Ray's start-up is not pipeline time
+    ds = ray_dataset(todo, cfg)
+    writer = PartWriter(out, schema, cfg.input.storage_options, cfg.output.compression)
+    try:
+        with Progress(todo.num_rows, enabled=progress) as bar:
+            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+                bar.update(writer.write(block))
+    finally:
+        counts = writer.close()
+    try:
+        stats = ds.stats()
+    except Exception:  # noqa: BLE001 - stats are informative only
+        stats = ""
+    return {**counts, "seconds_ray_start": t_ray, "seconds_pipeline": time.time() - t, "ray_stats": stats,
+            "ray_logs": ray_logs}
+
+
+def run(sources: Sequence[str], out: str, cfg: Config, limit: Optional[int] = None,
+        address: Optional[str] = None, overwrite: bool = False, progress: bool = True) -> dict:
+    """Score every input file into ``out``; return the run summary (also written to out).
+
+    An unfinished run in ``out`` (killed midway) started again with the same arguments resumes:
+    the inputs listed by its first attempt are kept, finished part files are kept, and only the
+    rest is scored."""
+    t0 = time.time()
+    so = cfg.input.storage_options
+    check_installed(cfg)
+    args = {"sources": list(sources), "limit": limit, "extensions": list(cfg.input.extensions)}
+    state = None if overwrite else RunState.load(out, so)
+    resumable = state is not None and state.args == args and state.config == cfg.fingerprint()
+    table = _read_plan(join_uri(join_uri(out, STATE_DIR), PLAN_NAME), so) if resumable else None
+    list_stats = dict(state.listing) if resumable and table is not None else {}
+    if table is None:
+        entries = expand_inputs(sources, so, cfg.input.extensions, list_stats)
+        if limit is not None:
+            entries = entries[: max(0, limit)]
+        if not entries:
+            raise InputError(f"no input files found in {', '.join(sources)}")
+        table = entries_table(entries)
+        del entries
+    t_list = time.time() - t0
+    check_output(out, cfg, overwrite)
+    if not (resumable and state.plan == plan_fingerprint(table)):
+        # a new run: freeze its listing, so that a restart scores exactly these files
+        if part_names(out, so):
+            raise _foreign_parts(out)
+        write_table_atomic(join_uri(join_uri(out, STATE_DIR), PLAN_NAME), table, so)
+    return run_table(table, out, cfg, address=address, progress=progress, state=state, t0=t0, t_list=t_list,
+                     inputs=list(sources), args=args, listing=list_stats)
+
+
+def run_table(table: pa.Table, out: str, cfg: Config, address: Optional[str] = None, progress: bool = True,
+              state: Optional[RunState] = None, t0: Optional[float] = None, t_list: float = 0.0,
+              inputs: Sequence[str] = (), args: Optional[dict] = None, listing: Optional[dict] = None,
+              extra: Optional[dict] = None) -> dict:
+    """Score the rows of a listing table (uri, size, mtime, extra.*) into ``out``, resuming an
+    unfinished run of the same table and configuration; write the summary last; return it.
+    ``extra``: more fields for the summary (nightly's)."""
+    t0 = t0 or time.time()
+    so = cfg.input.storage_options
+    check_installed(cfg)
+    plan_fp, cfg_fp = plan_fingerprint(table), cfg.fingerprint()
+    state = state if state is not None else RunState.load(out, so)
+    existing = scan_parts(out, so)
+    same_run = state is not None and state.same(plan_fp, cfg_fp)
+    if existing and not same_run:
+        raise _foreign_parts(out)
+    state = RunState(plan_fp, cfg_fp, attempt=(state.attempt + 1) if same_run else 1, args=args,
+                     listing=dict(listing or {}), rows=table.num_rows,
+                     started_at=(state.started_at if same_run else "") or timestamp())
+    state.save(out, so)
+
+    done = Committed.scan(out, table, so, existing)
+    remove(out, done.broken, so)
+    todo = done.todo(table)
+    if done.rows:
+        log.info("resuming %s: %d of %d rows already committed in %d part files",
+                 out, done.rows, table.num_rows, len(done.parts))
+    result = score(todo, out, cfg, output_schema(table, models_for(cfg), cfg.profile), address, progress)
+
+    files = sorted(set(done.parts) | set(result["files"]))
+    stray = sorted(set(part_names(out, so)) - set(files))
+    remove(out, stray, so)  # written by an attempt that was killed, after this one listed
+    status, verdict = collections.Counter(result["status"]), collections.Counter(result["verdict"])
+    if done.table is not None:
+        status.update(done.table.column("status").to_pylist())
+        verdict.update(done.table.column("verdict").to_pylist())
+    rows = result["rows"] + done.rows
+    t_run = result["seconds_pipeline"]
+    summary = {
+        "run_id": uuid.uuid4().hex,
+        "started_at": state.started_at,
+        "finished_at": timestamp(),
+        "inputs": list(inputs),
+        "output": out,
+        "rows": rows,
+        "expected_rows": table.num_rows,
+        "skipped_by_extension": state.listing.get("skipped_by_extension", 0),
+        "status_counts": dict(status),
+        "verdict_counts": dict(verdict),
+        "files": files,
+        "resume": {"attempt": state.attempt, "rows_already_committed": done.rows,
+                   "parts_already_committed": len(done.parts), "rows_scored": result["rows"],
+                   "parts_dropped": len(done.broken) + len(stray)},
+        "seconds": {"listing": round(t_list, 3), "ray_start": round(result["seconds_ray_start"], 3),
+                    "pipeline": round(t_run, 3), "total": round(time.time() - t0, 3)},
+        "images_per_second": round(todo.num_rows / t_run, 3) if t_run > 0 and todo.num_rows else None,
+        "ray_logs": result["ray_logs"],
+        **run_facts(cfg),
+        **(extra or {}),
+        "ray_stats": result["ray_stats"],
+    }
+    if rows != table.num_rows:
+        summary["error"] = f"wrote {rows} rows for {table.num_rows} inputs"
+        # no commit marker: the run stays unfinished, and a restart scores what is missing
+        write_json(join_uri(join_uri(out, STATE_DIR), "last_attempt.json"), summary, so)
+        return summary
+    write_json(join_uri(out, SUMMARY_NAME), summary, so)
+    fs, path = get_fs(out, so)
+    try:
+        fs.rm(join_uri(path, STATE_DIR), recursive=True)
+    except FileNotFoundError:
+        pass
+    invalidate(out, so)
+    return summary
+
+
+def summary_text(summary: dict) -> str:
+    """A short human summary of a run."""
+    lines = [f"faceqc {summary['faceqc_version']}: {summary['rows']} images -> {summary['output']}",
+             f"  {summary['images_per_second']} images/s over {summary['seconds']['pipeline']} s "
+             f"(profile {summary['profile']})"]
+    lines.append("  status : " + ", ".join(f"{k} {v}" for k, v in sorted(summary["status_counts"].items(),
+                                                                      key=lambda kv: -kv[1])))
+    lines.append("  verdict: " + ", ".join(f"{k} {summary['verdict_counts'].get(k, 0)}"
+                                          for k in ("accept", "review", "reject")))
+    noncommercial = [m["id"] for m in summary.get("models", []) if not m.get("commercial_use", True)]
+    if noncommercial:
+        lines.append("  NOTE   : non-commercial models were used: " + ", ".join(noncommercial))
+    if summary.get("ray_logs"):
+        lines.append(f"  logs   : Ray's logs are in {summary['ray_logs']}")
+    if summary.get("error"):
+        lines.append("  ERROR  : " + summary["error"])
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Tools built on the core: report, calibrate, nightly, bench, demo, explain, samples."""

@@ -1,0 +1,84 @@
+"""The classical no-reference measures on controlled inputs, with tolerances the estimators
+promise (not tuned to one image).  Unit tests: a few real crops, no pipeline."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import measures as ms
+from pipeline.tools import samples
+
+
+def _texture(seed=0, side=256):
+    """Band-limited texture: smooth enough that its own high-pass energy is small."""
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.normal(128, 40, (side, side)).astype(np.float32), (0, 0), 3.0)
+
+
+@pytest.mark.parametrize("sigma", [2.0, 5.0, 10.0])
+def test_noise_estimate_recovers_added_gaussian_noise(sigma):
+    rng = np.random.default_rng(1)
+    img = _texture() + rng.normal(0, sigma, (256, 256)).astype(np.float32)
+    est = ms.noise_level(img)
+    # Immerkær's estimator is unbiased for white noise on smooth content; the low percentile of
+    # 256 block estimates sits a little below the mean
+    assert 0.75 * sigma <= est <= 1.15 * sigma, est
+
+
+def test_noise_estimate_ignores_edges():
+    img = np.zeros((128, 128), np.float32)
+    img[:, 64:] = 200  # one strong edge, no noise
+    assert ms.noise_level(img) < 0.5
+
+
+def test_blockiness_sees_a_jpeg_grid_and_not_a_clean_image():
+    face = samples.astronaut()[100:300, 150:350]
+    gray = ms.to_gray(face)
+    buf = io.BytesIO()
+    Image.fromarray(face).save(buf, "JPEG", quality=8)
+    jpeg = ms.to_gray(np.asarray(Image.open(buf).convert("RGB")))
+    assert ms.blockiness(gray) < 1.3
+    assert ms.blockiness(jpeg) > 1.6
+    # offset-agnostic: the grid found wherever it starts
+    assert ms.blockiness(jpeg[3:, 5:]) > 1.6
+    assert np.isnan(ms.blockiness(gray[:20, :20]))  # too small to say
+
+
+def test_sharpness_falls_with_blur_and_is_not_raised_by_noise():
+    face = samples.astronaut()[80:304, 140:364]
+    mask = ms.face_mask(224, 1.6)
+    gray = ms.to_gray(face)
+    sharp = [ms.sharpness(ms.to_gray(cv2.GaussianBlur(face, (0, 0), s) if s else face), mask, 0.0)
+             for s in (0, 1.0, 2.0, 3.0)]
+    assert all(a > b for a, b in zip(sharp, sharp[1:])), sharp
+    rng = np.random.default_rng(0)
+    blurred = ms.to_gray(cv2.GaussianBlur(face, (0, 0), 2.0))
+    noisy = np.clip(blurred + rng.normal(0, 8, blurred.shape), 0, 255).astype(np.float32)
+    # noise is suppressed and netted out: a blurred face does not become "sharp" by adding noise
+    assert ms.sharpness(noisy, mask, ms.noise_level(noisy)) < ms.sharpness(gray, mask, 0.0)
+
+
+def test_exposure_fractions_and_luminance():
+    mask = np.ones((10, 10), bool)
+    dark = np.zeros((10, 10, 3), np.uint8)
+    ex = ms.exposure(dark, mask)
+    assert ex["dark_clip"] == 1.0 and ex["bright_clip"] == 0.0 and ex["brightness"] == 0.0 and ex["contrast"] == 0.0
+    half = np.zeros((10, 10, 3), np.uint8)
+    half[:, 5:] = 255
+    ex = ms.exposure(half, mask)
+    assert ex["dark_clip"] == pytest.approx(0.5) and ex["bright_clip"] == pytest.approx(0.5)
+    assert ex["brightness"] == pytest.approx(0.5, abs=0.01) and ex["contrast"] == pytest.approx(1.0)
+    assert np.isnan(ms.exposure(half, np.zeros((10, 10), bool))["brightness"])
+
+
+def test_face_mask_covers_the_inner_face():
+    m = ms.face_mask(224, 1.6)
+    assert m.shape == (224, 224) and m[112, 112] and not m[0, 0] and not m[223, 223]
+    # the ellipse through brows-to-chin and cheek to cheek of the 112 frame (60 x 68 px), scaled
+    k = 224 / 112 / 1.6
+    assert m.mean() == pytest.approx(np.pi * (30 * k) * (34 * k) / 224 ** 2, rel=0.02)
