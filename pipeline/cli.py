@@ -56,9 +56,11 @@ def cmd_explain(args) -> int:
     from .executor import LocalExecutor
     from .images import decode_image, read_file
     from .io.listing import expand_inputs
+    from .registry import check_installed
     from .tools.explain import annotate, explain_text
 
     cfg = _config(args)
+    check_installed(cfg)
     entries = expand_inputs([args.image], cfg.input.storage_options)
     if len(entries) != 1:
         raise InputError(f"explain takes one image; {args.image} holds {len(entries)} files")

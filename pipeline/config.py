@@ -15,7 +15,14 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from . import SCHEMA_VERSION, __version__
 from .errors import ConfigError
@@ -349,7 +356,9 @@ def load_config(path: Optional[str] = None, profile: Optional[str] = None, overr
         cfg = Config.model_validate(merged)
     except ValidationError as e:
         raise ConfigError(describe(e)) from None
-    from .registry import check_config  # the backends' own checks (names, required settings)
+    from .registry import (
+        check_config,  # the backends' own checks (names, required settings)
+    )
 
     check_config(cfg)
     return cfg

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from .config import Config, Resources
+from .errors import MissingDependency
 from .io.listing import Entry, entries_table
 from .registry import models_for
 from .schema import conform, output_schema
@@ -74,6 +75,25 @@ def _quiet_ray_logging() -> logging.handlers.MemoryHandler:
     buf = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
     ray_logger.addHandler(buf)
     return buf
+
+
+RAY_PIN = "2.60.0"
+
+
+def check_ray(address: Optional[str] = None) -> None:
+    """Ray Data, and Ray Client for ``ray://`` addresses, are importable (MissingDependency, one
+    line naming what to install, otherwise): checked before any work."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise MissingDependency(f'faceqc runs on Ray, which is not installed: pip install "ray[data]=={RAY_PIN}"')
+    try:
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise MissingDependency(f"Ray Data cannot be imported ({e}): pip install \"ray[data]=={RAY_PIN}\"") from e
+    if address and address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise MissingDependency(f"--address {address} connects through Ray Client, which is not installed: "
+                                f"pip install \"ray[client]=={RAY_PIN}\"")
 
 
 def init_ray(address: Optional[str] = None) -> Optional[str]:

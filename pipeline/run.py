@@ -27,10 +27,18 @@ import pyarrow.parquet as pq
 from . import SCHEMA_VERSION, __version__
 from .config import Config
 from .errors import InputError, OutputError, errors_as
-from .executor import init_ray, ray_dataset
+from .executor import check_ray, init_ray, ray_dataset
 from .fs import get_fs, invalidate, join_uri, read_json, redact, write_json
 from .io.listing import entries_table, expand_inputs
-from .io.parts import STATE_DIR, SUMMARY_NAME, PartWriter, part_names, remove, scan_parts, write_table_atomic
+from .io.parts import (
+    STATE_DIR,
+    SUMMARY_NAME,
+    PartWriter,
+    part_names,
+    remove,
+    scan_parts,
+    write_table_atomic,
+)
 from .progress import Progress
 from .registry import check_installed, models_for
 from .schema import output_schema
@@ -225,6 +233,7 @@ def run(sources: Sequence[str], out: str, cfg: Config, limit: Optional[int] = No
     rest is scored."""
     t0 = time.time()
     so = cfg.input.storage_options
+    check_ray(address)
     check_installed(cfg)
     args = {"sources": list(sources), "limit": limit, "extensions": list(cfg.input.extensions)}
     state = None if overwrite else RunState.load(out, so)
@@ -259,6 +268,7 @@ def run_table(table: pa.Table, out: str, cfg: Config, address: Optional[str] = N
     ``extra``: more fields for the summary (nightly's)."""
     t0 = t0 or time.time()
     so = cfg.input.storage_options
+    check_ray(address)
     check_installed(cfg)
     plan_fp, cfg_fp = plan_fingerprint(table), cfg.fingerprint()
     state = state if state is not None else RunState.load(out, so)

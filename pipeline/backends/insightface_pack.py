@@ -34,7 +34,13 @@ import numpy as np
 from ..errors import ConfigError, ModelError, require
 from ..models import named
 from ..registry import register
-from .onnx_runtime import chunks, fixed_batch, graph_normalises_input, make_session, pad_to
+from .onnx_runtime import (
+    chunks,
+    fixed_batch,
+    graph_normalises_input,
+    make_session,
+    pad_to,
+)
 
 # --------------------------------------------------------------------------------------------
 # shared helpers

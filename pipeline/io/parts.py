@@ -25,7 +25,16 @@ from typing import Iterable, List
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..fs import atomic_writer, get_fs, invalidate, is_local, join_uri, list_names, local_path, redact
+from ..fs import (
+    atomic_writer,
+    get_fs,
+    invalidate,
+    is_local,
+    join_uri,
+    list_names,
+    local_path,
+    redact,
+)
 from ..schema import conform
 
 SUMMARY_NAME = "_summary.json"

@@ -19,7 +19,15 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import Config, Curve
-from ..schema import BASE_SCHEMA, COMPONENTS, EXTRA_PREFIX, FACE_IQA_KEYS, FIQA_KEYS, IMAGE_IQA_KEYS, carried_column
+from ..schema import (
+    BASE_SCHEMA,
+    COMPONENTS,
+    EXTRA_PREFIX,
+    FACE_IQA_KEYS,
+    FIQA_KEYS,
+    IMAGE_IQA_KEYS,
+    carried_column,
+)
 from .base import Batch, Stage, primary_index
 
 HUBER_A = 0.2  # quadratic over the first fifth of start..full, linear after

@@ -16,14 +16,15 @@ from . import samples
 
 
 def generate(folder: str, n: int, size: int, seed: int = 0) -> str:
-    """n JPEGs of size x size px: packaged faces, randomly cropped, scaled, degraded."""
+    """n JPEGs of size x size px: the public-domain demo faces (scikit-image's astronaut, framed
+    several ways), randomly cropped, scaled and, half of them, degraded."""
     marker = folder.rstrip("/") + ".complete"  # beside the images, or it would be scored too
     if os.path.exists(marker):
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     rng = np.random.default_rng(seed)
-    bases = list(samples.test_faces().values()) + [samples.tom_hanks()]
+    bases = list(samples.demo_faces().values())
     fams = list(samples.FAMILIES)
     for i in range(n):
         img = bases[i % len(bases)]

@@ -42,10 +42,22 @@ import pyarrow.parquet as pq
 
 from ..config import Config
 from ..errors import OutputError, RunError, errors_as
-from ..fs import atomic_writer, get_fs, invalidate, is_local, join_uri, list_names, local_path, read_json, redact, write_json
+from ..executor import check_ray
+from ..fs import (
+    atomic_writer,
+    get_fs,
+    invalidate,
+    is_local,
+    join_uri,
+    list_names,
+    local_path,
+    read_json,
+    redact,
+    write_json,
+)
 from ..io.listing import ETAG, list_table
 from ..io.parts import SUMMARY_NAME, write_table_atomic
-from ..registry import models_for
+from ..registry import check_installed, models_for
 from ..run import run_facts, run_table, timestamp
 from ..schema import EXTRA_PREFIX, output_schema
 
@@ -363,6 +375,8 @@ def nightly(source: str, out: str, cfg: Config, address: Optional[str] = None, p
     """One nightly run of ``source`` into ``out`` (or the resumption of an unfinished one)."""
     t0 = time.time()
     so = cfg.input.storage_options
+    check_ray(address)
+    check_installed(cfg)
     _check_paths(source, out, so)
     runs = list_runs(out, so)
     committed = [r["run_id"] for r in runs if r["committed"]]

@@ -1,8 +1,13 @@
 """Real face photos that ship inside PyPI packages, and the degradations faceqc is tested on.
 
-Used by the demo (`faceqc demo`), the benchmark and the tests; nothing here is downloaded.
-- insightface (MIT code): ``data/images/t1.jpg`` (six faces, varied pose), ``Tom_Hanks_54745.png``
-- scikit-image (BSD): ``astronaut.png`` (public domain, NASA), ``lfw_subset.npy``
+Nothing here is downloaded, and nothing is committed to this repository.
+
+- scikit-image (a default dependency, BSD): ``astronaut.png``, NASA's portrait of Eileen Collins,
+  public domain — the demo and the benchmark use only this photo, so that they run from a plain
+  ``pip install`` and anyone may use what they make;
+- insightface 2.1 (installed ``--no-deps`` by ``make test`` for its files only; MIT code, photos of
+  unstated licence): ``data/images/t1.jpg`` (six faces, varied pose) and ``Tom_Hanks_54745.png``,
+  used by the tests only; scikit-image's ``lfw_subset.npy`` (25 px LFW faces), tests only.
 """
 
 from __future__ import annotations
@@ -16,14 +21,20 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..errors import MissingDependency
+
+# how to get each package whose files are used here
+_INSTALL = {"skimage": 'pip install "faceqc[samples]" (scikit-image)',
+            "insightface": "pip install --no-deps insightface==2.1 (its sample photos; used by the tests only)"}
+
 
 def _package_file(package: str, *parts: str) -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.origin:
-        raise FileNotFoundError(f"package '{package}' is not installed (pip install {package})")
+        raise MissingDependency(f"the sample photos of '{package}' are not installed: {_INSTALL[package]}")
     path = os.path.join(os.path.dirname(spec.origin), *parts)
     if not os.path.isfile(path):
-        raise FileNotFoundError(path)
+        raise MissingDependency(f"{path} is missing from the installed '{package}': {_INSTALL[package]}")
     return path
 
 
@@ -74,6 +85,17 @@ def t1_faces(context: float = 1.1, upright: bool = True) -> List[np.ndarray]:
         c, d = int(min(w, cx + s)), int(min(h, cy + s))
         out.append(np.ascontiguousarray(img[b:d, a:c]))
     return out
+
+
+def demo_faces() -> Dict[str, np.ndarray]:
+    """Public-domain pictures of faces for the demo and the benchmark, all from scikit-image's
+    astronaut: the photo, a tighter and a looser framing, its mirror image, and two people side by
+    side (the photo and its mirror: two faces in one picture)."""
+    ast = astronaut()
+    duo = np.concatenate([ast, ast[:, ::-1]], axis=1)
+    return {"astronaut": ast, "astronaut_portrait": np.ascontiguousarray(ast[20:340, 90:410]),
+            "astronaut_wide": cv2.copyMakeBorder(ast, 96, 96, 96, 96, cv2.BORDER_REFLECT),
+            "astronaut_mirrored": np.ascontiguousarray(ast[:, ::-1]), "two_astronauts": np.ascontiguousarray(duo)}
 
 
 def test_faces() -> Dict[str, np.ndarray]:
