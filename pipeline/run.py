@@ -292,35 +292,13 @@ def run_table(table: pa.Table, out: str, cfg: Config, address: Optional[str] = N
     files = sorted(set(done.parts) | set(result["files"]))
     stray = sorted(set(part_names(out, so)) - set(files))
     remove(out, stray, so)  # written by an attempt that was killed, after this one listed
-    status, verdict = collections.Counter(result["status"]), collections.Counter(result["verdict"])
-    if done.table is not None:
-        status.update(done.table.column("status").to_pylist())
-        verdict.update(done.table.column("verdict").to_pylist())
-    rows = result["rows"] + done.rows
-    t_run = result["seconds_pipeline"]
-    summary = {
-        "run_id": uuid.uuid4().hex,
-        "started_at": state.started_at,
-        "finished_at": timestamp(),
-        "inputs": list(inputs),
-        "output": out,
-        "rows": rows,
-        "expected_rows": table.num_rows,
-        "skipped_by_extension": state.listing.get("skipped_by_extension", 0),
-        "status_counts": dict(status),
-        "verdict_counts": dict(verdict),
-        "files": files,
-        "resume": {"attempt": state.attempt, "rows_already_committed": done.rows,
-                   "parts_already_committed": len(done.parts), "rows_scored": result["rows"],
-                   "parts_dropped": len(done.broken) + len(stray)},
-        "seconds": {"listing": round(t_list, 3), "ray_start": round(result["seconds_ray_start"], 3),
-                    "pipeline": round(t_run, 3), "total": round(time.time() - t0, 3)},
-        "images_per_second": round(todo.num_rows / t_run, 3) if t_run > 0 and todo.num_rows else None,
-        "ray_logs": result["ray_logs"],
-        **run_facts(cfg),
-        **(extra or {}),
-        "ray_stats": result["ray_stats"],
-    }
+    summary = {"run_id": uuid.uuid4().hex, "started_at": state.started_at, "finished_at": timestamp(),
+               "inputs": list(inputs), "output": out,
+               **_counts(result, done, table.num_rows, todo.num_rows, files, len(done.broken) + len(stray), state),
+               "seconds": {"listing": round(t_list, 3), "ray_start": round(result["seconds_ray_start"], 3),
+                           "pipeline": round(result["seconds_pipeline"], 3), "total": round(time.time() - t0, 3)},
+               "ray_logs": result["ray_logs"], **run_facts(cfg), **(extra or {}), "ray_stats": result["ray_stats"]}
+    rows = summary["rows"]
     if rows != table.num_rows:
         summary["error"] = f"wrote {rows} rows for {table.num_rows} inputs"
         # no commit marker: the run stays unfinished, and a restart scores what is missing
@@ -334,6 +312,23 @@ def run_table(table: pa.Table, out: str, cfg: Config, address: Optional[str] = N
         pass
     invalidate(out, so)
     return summary
+
+
+def _counts(result: dict, done: Committed, planned: int, scored: int, files: List[str], dropped: int,
+            state: RunState) -> dict:
+    """The summary's row counts: this attempt's and the earlier attempts' together."""
+    status, verdict = collections.Counter(result["status"]), collections.Counter(result["verdict"])
+    if done.table is not None:
+        status.update(done.table.column("status").to_pylist())
+        verdict.update(done.table.column("verdict").to_pylist())
+    t = result["seconds_pipeline"]
+    return {"rows": result["rows"] + done.rows, "expected_rows": planned,
+            "skipped_by_extension": state.listing.get("skipped_by_extension", 0),
+            "status_counts": dict(status), "verdict_counts": dict(verdict), "files": files,
+            "resume": {"attempt": state.attempt, "rows_already_committed": done.rows,
+                       "parts_already_committed": len(done.parts), "rows_scored": result["rows"],
+                       "parts_dropped": dropped},
+            "images_per_second": round(scored / t, 3) if t > 0 and scored else None}
 
 
 def summary_text(summary: dict) -> str:

@@ -10,7 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.io.listing import ETAG, entries_table, expand_inputs, list_table, read_manifest
+from pipeline.io.listing import (
+    ETAG,
+    entries_table,
+    expand_inputs,
+    list_table,
+    read_manifest,
+)
 
 
 def _tree(root):

@@ -21,7 +21,13 @@ import pyarrow.parquet as pq
 
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.tools.nightly import committed_files, committed_runs, diff, nightly, view_keys
+from pipeline.tools.nightly import (
+    committed_files,
+    committed_runs,
+    diff,
+    nightly,
+    view_keys,
+)
 from tests.conftest import kill_processes_mentioning
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

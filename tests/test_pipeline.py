@@ -15,13 +15,13 @@ from pipeline.executor import LocalExecutor
 from pipeline.io.listing import expand_inputs
 from pipeline.run import run
 from pipeline.schema import BASE_SCHEMA, COMPONENTS
-from pipeline.tools.demo import make_demo_set
+from tests.support.corpus import build_golden_images
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("demo") / "images"
-    make_demo_set(str(d))
+    build_golden_images(str(d))
     return str(d)
 
 
