@@ -56,6 +56,11 @@ class RowError(FaceqcError):
         self.status = status
 
 
+def install_hint(extra: str) -> str:
+    """The install line of one of faceqc's extras (run in faceqc's folder, through its lock)."""
+    return f'pip install -c constraints.txt -e ".[{extra}]" (in the faceqc folder)'
+
+
 def require(module: str, extra: str, purpose: str, pip_name: str | None = None):
     """Import ``module`` or raise MissingDependency naming the extra that provides it."""
     try:
@@ -63,7 +68,7 @@ def require(module: str, extra: str, purpose: str, pip_name: str | None = None):
     except ImportError as e:
         pkg = pip_name or module.split(".")[0]
         raise MissingDependency(f"{purpose} needs the Python package '{pkg}', which is not installed: "
-                                f"pip install \"faceqc[{extra}]\"") from e
+                                f"{install_hint(extra)}") from e
 
 
 @contextlib.contextmanager

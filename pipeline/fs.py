@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import fsspec
 from fsspec.core import url_to_fs
 
-from .errors import InputError, MissingDependency, OutputError
+from .errors import InputError, MissingDependency, OutputError, install_hint
 
 # the faceqc extra that installs each bucket protocol's fsspec implementation
 PROTOCOL_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure",
@@ -26,7 +26,7 @@ def _fs_cached(protocol_key: str, options_json: str):
         return fsspec.filesystem(protocol, **json.loads(options_json))
     except ImportError as e:
         extra = PROTOCOL_EXTRAS.get(protocol)
-        hint = f'pip install "faceqc[{extra}]"' if extra else str(e)
+        hint = install_hint(extra) if extra else str(e)
         raise MissingDependency(f"{protocol}:// URIs need a package that is not installed: {hint}") from e
     except ValueError as e:
         if "Protocol not known" in str(e):

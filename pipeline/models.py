@@ -101,7 +101,7 @@ CATALOGUE = {
         ModelInfo(
             "pyiqa", "iqa",
             "pyiqa 0.1.16 metrics (MUSIQ, MANIQA, HyperIQA, TReS, MetaIQA, TOPIQ, topiq_nr-face) "
-            "with a local weights file (optional extra faceqc[pyiqa])",
+            "with a local weights file (optional extra pyiqa: pip install -c constraints.txt -e '.[pyiqa]')",
             "PolyForm Noncommercial 1.0 (code); weights CC BY-NC-SA 4.0 — not for commercial use "
             "without the authors' permission", False,
         ),

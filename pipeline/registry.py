@@ -17,7 +17,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .errors import ConfigError, MissingDependency
+from .errors import ConfigError, MissingDependency, install_hint
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
@@ -43,7 +43,7 @@ class Backend:
         for module, extra in self.needs:
             if importlib.util.find_spec(module) is None:
                 raise MissingDependency(f"{self.stage} backend '{self.name}' needs the Python package "
-                                        f"'{module}', which is not installed: pip install \"faceqc[{extra}]\"")
+                                        f"'{module}', which is not installed: {install_hint(extra)}")
 
 
 _BACKENDS: Dict[Tuple[str, str], Backend] = {}

@@ -46,7 +46,8 @@ def test_cluster_yaml_passes_rays_autoscaler_validation():
     assert spot, "a spot GPU node type"
     assert 0 < prepared["idle_timeout_minutes"] <= 30
     setup = " ".join(prepared["setup_commands"])
-    assert "pip install" in setup and "/home/ubuntu/faceqc" in setup and "s3" in setup
+    # faceqc through the lock, with the cluster extra (whose resolution `make check-installs` checks)
+    assert "pip install -q -c /home/ubuntu/faceqc/constraints.txt -e \"/home/ubuntu/faceqc[cluster]\"" in setup
     assert prepared["file_mounts"]["/home/ubuntu/faceqc"] == "."
     # the validation is real: a misspelt field is refused
     broken = copy.deepcopy(cfg)

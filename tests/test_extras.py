@@ -51,7 +51,7 @@ def _one_line_exit_2(argv, capsys, *words):
                                                ("s3://bucket/photos/", "s3", "s3fs")])
 def test_bucket_without_its_filesystem(uri, extra, package, hide, capsys, tmp_path):
     hide(package)
-    _one_line_exit_2(["score", uri, "--out", str(tmp_path / "out")], capsys, f'pip install "faceqc[{extra}]"')
+    _one_line_exit_2(["score", uri, "--out", str(tmp_path / "out")], capsys, f'pip install -c constraints.txt -e ".[{extra}]"')
     assert not (tmp_path / "out").exists()
 
 
@@ -62,7 +62,7 @@ def test_production_model_without_onnxruntime(hide, capsys, tmp_path):
     cfg = tmp_path / "prod.yaml"
     cfg.write_text("fiqa: {backend: onnx, model: /models/ediffiqa.onnx}\n")
     _one_line_exit_2(["score", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--config", str(cfg)], capsys,
-                     "fiqa backend 'onnx'", "onnxruntime", 'pip install "faceqc[prod]"')
+                     "fiqa backend 'onnx'", "onnxruntime", 'pip install -c constraints.txt -e ".[prod]"')
     assert not (tmp_path / "out").exists()
 
 
@@ -71,14 +71,14 @@ def test_pyiqa_metric_without_pyiqa(hide, capsys, tmp_path):
     cfg = tmp_path / "pyiqa.yaml"
     cfg.write_text("iqa: {model_backend: pyiqa, model: /w/musiq.pth, pyiqa_metric: musiq}\n")
     _one_line_exit_2(["explain", str(tmp_path / "x.jpg"), "--config", str(cfg)], capsys,
-                     'pip install "faceqc[pyiqa]"')
+                     'pip install -c constraints.txt -e ".[pyiqa]"')
 
 
 def test_demo_and_bench_without_the_sample_photos(hide, capsys, tmp_path):
     hide("skimage")
     _one_line_exit_2(["demo", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")], capsys,
-                     'pip install "faceqc[samples]"')
-    _one_line_exit_2(["bench", "-n", "4", "--workdir", str(tmp_path / "b")], capsys, 'pip install "faceqc[samples]"')
+                     'pip install -c constraints.txt -e ".[samples]"')
+    _one_line_exit_2(["bench", "-n", "4", "--workdir", str(tmp_path / "b")], capsys, 'pip install -c constraints.txt -e ".[samples]"')
 
 
 def test_without_ray_data(hide, capsys, tmp_path):

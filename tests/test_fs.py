@@ -79,10 +79,10 @@ def test_unknown_scheme_and_missing_bucket_package_are_one_line_errors():
     with pytest.raises(InputError, match=r"unknown URI scheme nosuch://"):
         get_fs("nosuch://bucket/key")
     if importlib.util.find_spec("gcsfs") is None:
-        with pytest.raises(MissingDependency, match=r'pip install "faceqc\[gcs\]"'):
+        with pytest.raises(MissingDependency, match=r'pip install -c constraints.txt -e "\.\[gcs\]"'):
             get_fs("gs://bucket/key")
     if importlib.util.find_spec("adlfs") is None:
-        with pytest.raises(MissingDependency, match=r'pip install "faceqc\[azure\]"'):
+        with pytest.raises(MissingDependency, match=r'pip install -c constraints.txt -e "\.\[azure\]"'):
             get_fs("az://container/key")
 
 

@@ -51,5 +51,5 @@ def test_a_missing_package_is_one_line_naming_the_extra():
     with pytest.raises(MissingDependency) as e:
         spec.require()
     msg = str(e.value)
-    assert "\n" not in msg and 'pip install "faceqc[prod]"' in msg and "faceqc_no_such_module" in msg
+    assert "\n" not in msg and 'pip install -c constraints.txt -e ".[prod]"' in msg and "faceqc_no_such_module" in msg
     assert spec.missing() == ["prod"]

@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import MissingDependency
+from ..errors import MissingDependency, install_hint
 
 # how to get each package whose files are used here
-_INSTALL = {"skimage": 'pip install "faceqc[samples]" (scikit-image)',
+_INSTALL = {"skimage": install_hint("samples") + " (scikit-image)",
             "insightface": "pip install --no-deps insightface==2.1 (its sample photos; used by the tests only)"}
 
 
