@@ -127,6 +127,10 @@ class DetectConfig(_Section):
     iqa_margin: float = Field(1.6, ge=1.0)  # iqa crop shows this many times the ArcFace crop's extent
     src_patch: int = Field(192, ge=32)  # un-resampled source pixels around the face (JPEG grid, noise)
     thumb_side: int = Field(256, ge=16)  # whole-image thumbnail for whole-image IQA
+    # the face size training sets use (FFHQ-aligned crops of this side): detail is judged at this
+    # scale (or at source scale when the face is smaller), restoration models and the crop export
+    # see faces framed this way
+    target_size: int = Field(512, ge=64, le=2048)
     resources: Resources = _resources(num_cpus=1.0, batch_size=16)
 
     @field_validator("retry_rotations")

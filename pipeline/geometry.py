@@ -58,6 +58,26 @@ def scaled_template(template: np.ndarray, size: int, margin: float) -> np.ndarra
     return (template - 56.0) * k + size / 2.0
 
 
+def ffhq_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """The 2x3 transform of FFHQ's face alignment (Karras et al. 2019, the dataset's
+    ``align_images`` recipe) onto a ``size`` x ``size`` crop, from 5 landmarks in insightface order
+    (left eye, right eye, nose, mouth left, mouth right): an oriented square around the eyes and
+    mouth, 2x the inter-eye distance (or 1.8x the eye-to-mouth one) from its centre to a side.
+    The framing digital-human training sets use; :func:`warp_crop` resamples it."""
+    lm = np.asarray(landmarks, np.float64)
+    eye_avg = (lm[0] + lm[1]) / 2
+    eye_to_eye = lm[1] - lm[0]
+    eye_to_mouth = (lm[3] + lm[4]) / 2 - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    x /= max(np.hypot(*x), 1e-9)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    src = np.float32([c - x - y, c - x + y, c + x + y])  # top-left, bottom-left, bottom-right
+    dst = np.float32([[0, 0], [0, size], [size, size]])
+    return cv2.getAffineTransform(src, dst).astype(np.float64)
+
+
 def shrink(img: np.ndarray, size: tuple) -> np.ndarray:
     """Area-average ``img`` down to ``size`` = (w, h).  While at least 2x too large it is halved
     with OpenCV's bilinear resize, which at exactly half size averages each 2x2 block (a box

@@ -128,16 +128,17 @@ def test_every_profile_is_valid_and_typed():
     assert cfg.detect.det_size == 640 and isinstance(cfg.fuse.accept, float)
 
 
-# Fingerprints of these configurations as the dataclass-based config (before pydantic) computed
-# them: an unchanged configuration keeps its fingerprint, so its unfinished runs still resume.
-# They change, legitimately, with faceqc's version, SCHEMA_VERSION or a new setting: update them then.
+# Fingerprints of these configurations: an unchanged configuration keeps its fingerprint, so its
+# unfinished runs still resume.  The pydantic config reproduced the dataclass config's values
+# exactly (f01de1d3... for the default); they change, legitimately, with faceqc's version,
+# SCHEMA_VERSION or a new setting (detect.target_size was the last): update them then.
 PINNED = {
-    "default": ({}, "f01de1d3de70ac3411ae4acdb5048412"),
-    "offline-fast": ({"profile": "offline-fast"}, "5e9d50d30447176a624d62372e01eea4"),
+    "default": ({}, "a19e6f4b8b9bc3f8f2ffbcd78b5cc20d"),
+    "offline-fast": ({"profile": "offline-fast"}, "78aa8496c0076d9f4044c7d9ca817bb8"),
     "overrides": ({"overrides": {"fuse": {"accept": 70, "curves": {"sharpness": {"start": 0.05}}, "pose_weights": {"yaw": 2}},
                                  "input": {"extensions": [".jpg"], "storage_options": {"key": "x"}},
                                  "iqa": {"resources": {"concurrency": [1, 2], "actors": True}},
-                                 "detect": {"retry_rotations": [10, -10]}}}, "516f38adf08b70e38c0848cbe79d0eb6"),
+                                 "detect": {"retry_rotations": [10, -10]}}}, "dcb3c56522f177cba37ff3a481be4181"),
 }
 
 

@@ -7,7 +7,10 @@ each face this stage emits, from the full-size pixels:
 - ``face_crop112``: 112x112 crop in the ArcFace template (face-quality models);
 - ``face_crop_iqa``: the same alignment, larger and with margin (general IQA);
 - ``face_patch``: un-resampled source pixels around the face centre (JPEG grid and sensor
-  noise survive only there), zero-padded to a fixed square, valid side in ``face_patch_size``.
+  noise survive only there), zero-padded to a fixed square, valid side in ``face_patch_size``;
+- for the primary face only, ``face_crop_target``: the FFHQ-aligned crop at ``detect.target_size``
+  (the size faces are used at), and ``face_target_scale``: source pixels per crop pixel (< 1: the
+  face was smaller than the target and the crop is upsampled).
 
 plus a small thumbnail of the whole image.  The full-size image is dropped here: nothing
 larger than these crops travels further.
@@ -15,12 +18,14 @@ larger than these crops travels further.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
 from .. import geometry as geo
 from .. import registry
-from .base import Batch, Stage, objarray
+from .base import Batch, Stage, objarray, primary_index
 
 FACE_COLUMNS = {
     # name: (per-face shape, dtype) given the config
@@ -72,6 +77,12 @@ def crops_for_face(img: np.ndarray, pts: np.ndarray, c, arcface: bool) -> dict:
     }
 
 
+def target_crop(img: np.ndarray, landmarks: np.ndarray, size: int) -> tuple:
+    """(FFHQ-aligned crop of side ``size``, source pixels per crop pixel) for one face."""
+    m = geo.ffhq_matrix(landmarks, size)
+    return geo.warp_crop(img, m, size), 1.0 / math.sqrt(abs(np.linalg.det(m[:, :2])))
+
+
 def thumbnail(img: np.ndarray, side: int) -> np.ndarray:
     h, w = img.shape[:2]
     s = min(1.0, side / max(h, w, 1))
@@ -111,6 +122,7 @@ class DetectStage(Stage):
         per_face = {k: [empty_faces(c)[k]] * n for k in FACE_COLUMNS}
         num_faces = np.zeros(n, np.int32)
         thumbs = [np.zeros((0, 0, 3), np.uint8)] * n
+        targets, target_scale = [np.zeros((0, 0, 3), np.uint8)] * n, np.full(n, np.nan, np.float32)
         images = batch["image"]
         ok = [i for i, st in enumerate(batch["status"]) if st == "ok" and images[i].size]
         try:  # one call for the whole batch (SCRFD runs it as one model batch)
@@ -125,11 +137,15 @@ class DetectStage(Stage):
             for k in FACE_COLUMNS:
                 per_face[k][i] = faces[k]
             num_faces[i] = len(faces["face_bbox"])
+            if num_faces[i]:
+                p = primary_index(faces["face_bbox"], faces["face_det_score"])
+                targets[i], target_scale[i] = target_crop(img, faces["face_landmarks"][p], c.target_size)
 
         self.per_row(batch, one)
         out = {k: v for k, v in batch.items() if k != "image"}
         out["num_faces"] = num_faces
         out["thumb"] = objarray(thumbs)
+        out["face_crop_target"], out["face_target_scale"] = objarray(targets), target_scale
         for k in FACE_COLUMNS:
             out[k] = objarray(per_face[k])
         return out

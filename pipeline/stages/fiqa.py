@@ -52,7 +52,7 @@ class FIQAStage(Stage):
                 fiqa[i][p] = self.model.score(crops[p:p + 1])[0]
 
         self.per_row(batch, one)
-        out = {k: v for k, v in batch.items() if k != "face_crop112"}
+        out = {k: v for k, v in batch.items() if k not in ("face_crop112", "face_crop_target")}
         out["face_fiqa"] = objarray(fiqa)
         out["face_pose"] = objarray(pose)
         return out
