@@ -223,6 +223,36 @@ def _default_curves() -> Dict[str, Curve]:
         "fiqa_model": Curve(direction="low", start=50.0, full=10.0, weight=1.5, reason="low_face_quality"),
         # deep IQA model (iqa.model_backend timm / pyiqa) on the aligned face, mapped to 0-100
         "iqa_model": Curve(direction="low", start=50.0, full=10.0, weight=1.5, reason="low_perceptual_quality"),
+        # --- the primary face as a reviewer sees it (pipeline/regions.py, pipeline/measures.py)
+        # detail: blur sigma (px) of the face's strongest edges at the resolution it is used at
+        # (detect.target_size; a smaller face at its own): defocus, motion, upscaling, codecs
+        "detail": Curve(direction="high", start=2.0, full=6.0, weight=2.3, reason="blurry"),
+        # pixelation: blocks on a grid of any period in un-resampled pixels (1.0 = none)
+        "pixelation": Curve(direction="high", start=2.5, full=8.0, weight=2.3, reason="pixelated"),
+        # banding: share of empty levels in the face's histogram (posterisation)
+        "banding": Curve(direction="high", start=0.25, full=0.85, weight=2.3, reason="banding"),
+        # interlacing: vertical over horizontal Nyquist energy (1.0 = none)
+        "interlacing": Curve(direction="high", start=1.8, full=5.0, weight=2.3, reason="interlaced"),
+        # colour noise: band-pass chroma of the skin (a*b* units)
+        "colour_noise": Curve(direction="high", start=4.0, full=9.0, weight=2.3, reason="colour_noise"),
+        # haze: the face's black level (0..1; veiling glare, fog, a washed-out photo)
+        "haze": Curve(direction="high", start=0.45, full=0.7, weight=2.3, reason="hazy"),
+        # framing: share of the face's FFHQ crop outside the image (cut by the frame)
+        "framing": Curve(direction="high", start=0.05, full=0.35, weight=2.3, reason="cut_off"),
+        # eyes visible: lightness spread inside the less visible eye over the skin's lightness
+        "eyes_visible": Curve(direction="low", start=0.25, full=0.06, weight=2.3, reason="eyes_hidden"),
+        # glare: share of the eyes blown out white
+        "glare": Curve(direction="high", start=0.05, full=0.35, weight=2.3, reason="glare"),
+        # lower face: share of it that is not skin (mask, microphone, object)
+        "lower_face": Curve(direction="high", start=0.15, full=0.6, weight=2.3, reason="lower_face_covered"),
+        # colour: a*b* distance of the skin's colour from the region of natural skin colours
+        "colour": Curve(direction="high", start=1.0, full=15.0, weight=2.3, reason="unnatural_colour"),
+        # illumination: lightness difference of the face's halves over their mean
+        "illumination": Curve(direction="high", start=0.3, full=0.65, weight=2.3, reason="uneven_light"),
+        # hard pose limits (degrees), on top of OFIQ's cos² mapping (fuse.pose_weights)
+        "yaw_limit": Curve(direction="high", start=30.0, full=60.0, weight=2.3, reason="pose_yaw"),
+        "pitch_limit": Curve(direction="high", start=20.0, full=45.0, weight=0.0, reason="pose_pitch"),
+        "roll_limit": Curve(direction="high", start=30.0, full=60.0, weight=2.3, reason="pose_roll"),
     }
 
 

@@ -16,9 +16,14 @@ import pyarrow.compute as pc
 
 from . import SCHEMA_VERSION, __version__
 
-# raw measures of a face (iqa stage: classical measures, then a deep model's raw and 0-100 output)
+# raw measures of a face (iqa stage: classical measures, a deep model's raw and 0-100 output, then
+# the measures of the primary face's target crop and of its regions: see pipeline/regions.py)
 FACE_IQA_KEYS = ("sharpness", "noise", "blockiness", "dark_clip", "bright_clip", "brightness", "contrast",
-                 "model_raw", "model_score")
+                 "model_raw", "model_score",
+                 "grid", "banding", "combing",  # un-resampled pixels: blocks of any grid, posterisation, interlace
+                 "detail",  # blur sigma (px) at the resolution the face is used at (detect.target_size)
+                 "colour_noise", "black_level", "framing", "eye_visibility", "eye_glare", "lower_face",
+                 "skin_hue", "skin_chroma", "colour", "illumination")
 # whole-image measures, from a 256 px thumbnail
 IMAGE_IQA_KEYS = ("sharpness", "noise", "brightness", "contrast", "model_score")
 # raw face-quality outputs (fiqa stage)
@@ -28,6 +33,8 @@ FIQA_KEYS = ("stability", "model_raw", "model_score")
 COMPONENTS = (
     "resolution", "sharpness", "noise", "compression", "underexposure", "overexposure",
     "brightness_low", "brightness_high", "contrast", "recognisability", "fiqa_model", "iqa_model", "yaw", "pitch", "roll",
+    "detail", "pixelation", "banding", "interlacing", "colour_noise", "haze", "framing", "eyes_visible", "glare",
+    "lower_face", "colour", "illumination", "yaw_limit", "pitch_limit", "roll_limit",
 )
 
 STATUSES = ("ok", "no_face", "read_error", "decode_error", "too_large",
