@@ -99,7 +99,7 @@ def eye_visibility(labimg: np.ndarray, reg: Regions) -> float:
 def eye_glare(labimg: np.ndarray, reg: Regions) -> float:
     """Share of the eyes that is blown-out white (specular glare on glasses)."""
     v = np.concatenate([labimg[..., 0][m] for m in reg.eyes])
-    return float((v >= 97).mean()) if v.size else float("nan")
+    return float((v >= 90).mean()) if v.size else float("nan")
 
 
 def lower_face_occlusion(labimg: np.ndarray, reg: Regions) -> float:
@@ -133,10 +133,10 @@ def skin_colour(labimg: np.ndarray, reg: Regions) -> tuple:
 
 
 # Human skin in CIE L*a*b*, all tones (measured skin colour surveys report hue angles of about
-# 30-75 degrees and chroma of about 10-35; e.g. Xiao et al. 2017, "Characterising the variations
+# 30-80 degrees and chroma of about 10-30; e.g. Xiao et al. 2017, "Characterising the variations
 # in ethnic skin colours"), with a margin: the region no natural photo of a face leaves.
-SKIN_HUE = (22.0, 82.0)
-SKIN_CHROMA = (6.0, 42.0)
+SKIN_HUE = (20.0, 92.0)
+SKIN_CHROMA = (6.0, 34.0)
 
 
 def unnatural_colour(hue: float, chroma: float) -> float:
