@@ -241,8 +241,8 @@ def _default_curves() -> Dict[str, Curve]:
         "framing": Curve(direction="high", start=0.05, full=0.35, weight=2.3, reason="cut_off"),
         # eyes visible: lightness spread inside the less visible eye over the skin's lightness
         "eyes_visible": Curve(direction="low", start=0.25, full=0.06, weight=2.3, reason="eyes_hidden"),
-        # glare: share of the eyes blown out white
-        "glare": Curve(direction="high", start=0.05, full=0.35, weight=2.3, reason="glare"),
+        # glare: share of the eyes near white (L* >= 90: specular glare, blown-out highlights)
+        "glare": Curve(direction="high", start=0.04, full=0.3, weight=2.3, reason="glare"),
         # lower face: share of it that is not skin (mask, microphone, object)
         "lower_face": Curve(direction="high", start=0.15, full=0.6, weight=2.3, reason="lower_face_covered"),
         # colour: a*b* distance of the skin's colour from the region of natural skin colours

@@ -97,7 +97,8 @@ def eye_visibility(labimg: np.ndarray, reg: Regions) -> float:
 
 
 def eye_glare(labimg: np.ndarray, reg: Regions) -> float:
-    """Share of the eyes that is blown-out white (specular glare on glasses)."""
+    """Share of the eyes that is near white (L* >= 90): specular glare on glasses, blown-out
+    highlights.  The white of a well exposed eye stays below it."""
     v = np.concatenate([labimg[..., 0][m] for m in reg.eyes])
     return float((v >= 90).mean()) if v.size else float("nan")
 
