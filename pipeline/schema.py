@@ -21,13 +21,19 @@ FACE_IQA_KEYS = ("sharpness", "noise", "blockiness", "dark_clip", "bright_clip",
                  "model_raw", "model_score")
 # whole-image measures, from a 256 px thumbnail
 IMAGE_IQA_KEYS = ("sharpness", "noise", "brightness", "contrast", "model_score")
-# raw face-quality outputs (fiqa stage)
-FIQA_KEYS = ("stability", "model_raw", "model_score")
+# raw face-quality outputs (fiqa stage): the primary method (fiqa.backend: dlib stability, or an
+# ONNX model's raw and 0-100 output), then the methods that run beside it when their model is set:
+# SER-FIQ's 2·sigmoid(-mean distance) (fiqa.serfiq), SDD-FIQA's raw and 0-100 output
+# (fiqa.sdd_fiqa), and restoration consistency's similarity and its 0-100 mapping (fiqa.restoration,
+# primary face only).  New keys go at the end: positions are relied on.
+FIQA_KEYS = ("stability", "model_raw", "model_score", "serfiq", "sdd_raw", "sdd_score",
+             "restoration_raw", "restoration_score")
 
 # component scores (0-100) of a face, in the order reasons are checked
 COMPONENTS = (
     "resolution", "sharpness", "noise", "compression", "underexposure", "overexposure",
     "brightness_low", "brightness_high", "contrast", "recognisability", "fiqa_model", "iqa_model", "yaw", "pitch", "roll",
+    "serfiq", "sdd_fiqa", "restoration",
 )
 
 STATUSES = ("ok", "no_face", "read_error", "decode_error", "too_large",

@@ -72,6 +72,9 @@ def face_raw(iqa: np.ndarray, fiqa: np.ndarray, inter_eye: float) -> dict:
         "recognisability": f["stability"],
         "fiqa_model": f["model_score"],
         "iqa_model": q["model_score"],
+        "serfiq": f["serfiq"],
+        "sdd_fiqa": f["sdd_score"],
+        "restoration": f["restoration_score"],
     }
 
 
