@@ -422,7 +422,7 @@ def test_similarity_measures_agree_on_what_is_unchanged(faces):
 def test_every_method_side_by_side_in_one_run(tmp_path, arcface):
     """The primary ONNX model, SER-FIQ, SDD-FIQA and restoration consistency in one LocalExecutor
     run: each fills its own raw keys and its own component; the model list records each licence;
-    `faceqc explain` shows each component."""
+    `faceqc explain` and the HTML report show each component."""
     from pipeline.tools.explain import explain_text
 
     sdd = synthetic.sdd_fiqa_like(str(tmp_path / "sdd.onnx"), tiny=True)
@@ -437,7 +437,8 @@ def test_every_method_side_by_side_in_one_run(tmp_path, arcface):
         ("fiqa", "sdd_fiqa", "fiqa.sdd_fiqa.model"), ("fiqa", "restoration", "fiqa.restoration.model")]
     img = samples.astronaut()
     duo = np.concatenate([img, samples.gaussian_blur(img, 3.0)], axis=1)  # two faces: restoration judges one
-    rows = LocalExecutor(cfg).score_images([img, duo]).to_pylist()
+    table = LocalExecutor(cfg).score_images([img, duo])
+    rows = table.to_pylist()
     assert [r["status"] for r in rows] == ["ok", "ok"]
     for r in rows:
         p = r["primary_face"]
@@ -452,6 +453,13 @@ def test_every_method_side_by_side_in_one_run(tmp_path, arcface):
         text = explain_text(r, cfg)
         for c in ("serfiq", "sdd_fiqa", "restoration"):
             assert f"      {c:16s}" in text
+    # the HTML report draws a histogram of each component, measured on both primary faces
+    from pipeline.tools.report import build_report
+
+    page, _ = build_report(table, None, cfg)
+    for c in ("serfiq", "sdd_fiqa", "restoration"):
+        svg = page[page.index(f'aria-label="{c}"'):]
+        assert "2 measured" in svg[:svg.index("</svg>")]
     ids = {m.id: m for m in registry.models_for(cfg)}
     for mid in ("serfiq", "sdd-fiqa", "face-restoration", sdd, unet):
         assert mid in ids and not ids[mid].commercial_use

@@ -14,6 +14,10 @@ architectures' sizes) where the real weights cannot be downloaded.
   (torchvision, random init) with a 3309-way head, ~30 M parameters (the real 1k3d68.onnx: 143 MB).
 - :func:`arcface_like`: input ``(N, 3, 112, 112)`` -> ``(N, 512)``; insightface's iResNet-50
   (the architecture of w600k_r50.onnx, 43.6 M parameters), random init.
+- :func:`sdd_fiqa_like`: input ``(N, 3, 112, 112)`` -> ``(N, 1)``; SDD-FIQA's quality network in
+  shape (an IR-50 body, the authors' Flatten/PReLU/Dropout/Linear head).
+- :func:`unet_restorer_like`: input ``(N, 3, S, S)`` -> ``(N, 3, S, S)`` in [-1, 1]; a UNet-ish
+  face-restorer stand-in (50.7 GMACs at 512 px at full size).
 
 Random weights do not find faces, so by default the SCRFD stand-in *plants* one face per image:
 constant offsets added to its outputs at one stride-32 anchor near the canvas centre (score
