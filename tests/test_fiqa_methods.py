@@ -390,8 +390,8 @@ def test_restoration_contract_colour_range_size_and_extra_inputs(tmp_path, faces
         Restorer(cf, "cf")
     with pytest.raises(ModelError, match=r"restoration model cf: has no input 'fidelity'"):
         Restorer(cf, "cf", extra_inputs={"weight": 1.0, "fidelity": 0.5})
-    raw1, s1 = Restorer(cf, "cf", extra_inputs={"weight": 1.0}).score(targets)
-    raw2, s2 = Restorer(cf, "cf", extra_inputs={"weight": 0.5}).score(targets)
+    _, s1 = Restorer(cf, "cf", extra_inputs={"weight": 1.0}).score(targets)
+    _, s2 = Restorer(cf, "cf", extra_inputs={"weight": 0.5}).score(targets)
     np.testing.assert_allclose(s1, 100.0, atol=1e-4)
     assert np.all(s2 < s1)
 
@@ -463,7 +463,7 @@ def test_every_method_side_by_side_in_one_run(tmp_path, arcface):
     ids = {m.id: m for m in registry.models_for(cfg)}
     for mid in ("serfiq", "sdd-fiqa", "face-restoration", sdd, unet):
         assert mid in ids and not ids[mid].commercial_use
-    assert set(("serfiq", "sdd_fiqa", "restoration")) <= set(COMPONENTS)
+    assert {"serfiq", "sdd_fiqa", "restoration"} <= set(COMPONENTS)
 
 
 def test_a_failing_method_fails_only_its_rows(tmp_path, arcface):

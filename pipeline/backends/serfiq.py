@@ -3,10 +3,10 @@ recognition model.
 
 A face is good when the embedding of a recognition network stays put while random parts of the
 network are switched off.  The method needs no training: the recognition model's graph is split at
-the input of its final fully connected layer (where insightface's ArcFace heads had dropout during
-training, and where the authors apply it), the backbone runs once per face, and the head runs
-``m`` times with dropout masks on its input.  With ``x_1..x_m`` the L2-normalised embeddings, the
-quality is the paper's
+the input of its final fully connected layer (where insightface's networks have their dropout
+layer, trained at p = 0.4 in its MXNet-era models, and where the authors apply it), the backbone
+runs once per face, and the head runs ``m`` times with dropout masks on its input.  With
+``x_1..x_m`` the L2-normalised embeddings, the quality is the paper's
 
     q = 2 · sigmoid(−(2 / m²) · Σ_{i<j} ‖x_i − x_j‖)
 
