@@ -537,3 +537,33 @@ def test_the_methods_are_off_by_default():
     cfg = load_config()
     assert [b for b in cfg.backends() if b[0] == "fiqa"] == [("fiqa", "dlib_stability", "fiqa.backend")]
     assert {"serfiq", "sdd_fiqa", "restoration"} <= set(cfg.fuse.curves)
+
+
+def test_side_by_side_methods_through_ray(ray_local, tmp_path, arcface):
+    """The same methods through `run` on a local Ray, the fiqa stage as an actor pool: the Parquet
+    rows carry each component and the run summary records each method's model and licence."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    from pipeline.run import run
+    from pipeline.tools.demo import make_demo_set
+
+    data = tmp_path / "imgs"
+    make_demo_set(str(data))
+    restorer = identity_restorer(tmp_path / "id.onnx")
+    cfg = load_config(profile="offline-fast", overrides={"fiqa": {
+        "serfiq": {"model": f"{arcface}#sha256={sha(arcface)}", "passes": 20},
+        "restoration": {"model": restorer, "sha256": sha(restorer)},
+        "resources": {"actors": True, "concurrency": 1, "num_cpus": 0.5, "batch_size": 4}}})
+    summary = run([str(data)], str(tmp_path / "out"), cfg, progress=False)
+    assert summary["rows"] == len(os.listdir(data))
+    ids = {m["id"]: m for m in summary["models"]}
+    assert {"serfiq", "face-restoration"} <= set(ids) and not ids["serfiq"]["commercial_use"]
+    scored = [r for r in pq.read_table(str(tmp_path / "out")).to_pylist() if r["quality"] is not None]
+    assert scored
+    for r in scored:
+        f = r["faces"][r["primary_face"]]
+        assert f["components"]["serfiq"] is not None and f["fiqa"]["serfiq"] > 0
+        assert f["components"]["restoration"] == pytest.approx(100.0, abs=1e-3)  # an identity restorer
+        assert f["components"]["sdd_fiqa"] is None  # off
