@@ -10,7 +10,8 @@ with models of the real ones' size (random weights: honest for timing, not for s
   ``arcface-embedding-norm`` costs).
 
 Each stage has ``fiqa.resources.num_cpus`` CPUs: ``--threads`` (default 1) bounds ONNX Runtime's
-intra-op threads and NumPy's BLAS threads alike.  Faces are the primary faces of the astronaut
+intra-op threads and NumPy's BLAS threads alike.  Wall and CPU time per face are printed: with one
+thread, CPU time is the cost even while other work shares the cores.  Faces are the primary faces of the astronaut
 demo pictures, aligned by the detect stage.
 
     python -m benchmarks.fiqa_methods [--threads 1] [--faces 8] [--passes 100] [--repeat 3]
@@ -54,14 +55,16 @@ def _faces(n: int):
     return np.stack((c112 * reps)[:n]), np.stack((c512 * reps)[:n])
 
 
-def _time(fn, repeat: int) -> float:
+def _time(fn, repeat: int) -> tuple:
+    """(best wall time, best CPU time of this process) of ``repeat`` calls, after a warm-up.  CPU
+    time is what a call costs when other work shares the machine's cores."""
     fn()  # warm-up: sessions allocate on their first run
-    best = float("inf")
+    wall = cpu = float("inf")
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c)
+    return wall, cpu
 
 
 def bench(threads: int, n: int, passes: int, repeat: int) -> None:
@@ -99,9 +102,10 @@ def bench(threads: int, n: int, passes: int, repeat: int) -> None:
         rows.append(("restoration: SSIM at 512 px", _time(lambda: [ssim(a, b) for a, b in zip(x, y)], repeat)))
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{n} faces, {threads} thread(s), best of {repeat}; {os.cpu_count()} CPUs on this machine")
-    print(f"{'method':52s} {'ms / face':>10s} {'faces / s':>10s}")
-    for name, t in rows:
-        print(f"{name:52s} {1000 * t / n:10.1f} {n / t:10.2f}")
+    print(f"{'method':52s} {'wall ms/face':>12s} {'CPU ms/face':>12s} {'faces/s':>8s}")
+    for name, (wall, cpu) in rows:
+        print(f"{name:52s} {1000 * wall / n:12.1f} {1000 * cpu / n:12.1f} {n / wall:8.2f}")
+    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def oracle() -> None:
