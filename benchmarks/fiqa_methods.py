@@ -15,6 +15,7 @@ thread, CPU time is the cost even while other work shares the cores.  Faces are 
 demo pictures, aligned by the detect stage.
 
     python -m benchmarks.fiqa_methods [--threads 1] [--faces 8] [--passes 100] [--repeat 3]
+    python -m benchmarks.fiqa_methods --recogniser w600k_r50.onnx --restorer GFPGANv1.4.onnx   # your models
     python -m benchmarks.fiqa_methods --oracle    # the restoration calibration table (see README)
 
 ``--oracle`` prints, for the validity test's degradation families, the median similarity between
@@ -67,7 +68,8 @@ def _time(fn, repeat: int) -> tuple:
     return wall, cpu
 
 
-def bench(threads: int, n: int, passes: int, repeat: int) -> None:
+def bench(threads: int, n: int, passes: int, repeat: int, recogniser: str = "", sdd_model: str = "",
+          restorer: str = "", size: int = 512) -> None:
     from threadpoolctl import threadpool_limits
 
     from pipeline.backends.fiqa_onnx import OnnxFIQA
@@ -79,13 +81,14 @@ def bench(threads: int, n: int, passes: int, repeat: int) -> None:
     crops, targets = _faces(n)
     tmp = tempfile.mkdtemp(prefix="fiqa-bench-")
     print(f"building models in {tmp} ...", flush=True)
-    arc = synthetic.arcface_like(os.path.join(tmp, "w600k_r50_like.onnx"))
-    sdd = synthetic.sdd_fiqa_like(os.path.join(tmp, "sdd_fiqa_like.onnx"))
-    unet = synthetic.unet_restorer_like(os.path.join(tmp, "unet512.onnx"), 512)
+    arc = recogniser or synthetic.arcface_like(os.path.join(tmp, "w600k_r50_like.onnx"))
+    sdd = sdd_model or synthetic.sdd_fiqa_like(os.path.join(tmp, "sdd_fiqa_like.onnx"))
+    unet = restorer or synthetic.unet_restorer_like(os.path.join(tmp, "unet512.onnx"), 512)
     rows = []
     with threadpool_limits(limits=threads):
         plain = OnnxFIQA(arc, CATALOGUE["arcface-embedding-norm"].contract, "arc", threads)
-        rows.append(("ArcFace iResNet-50, one plain pass (reference)", _time(lambda: plain.score(crops), repeat)))
+        rec = os.path.basename(recogniser) if recogniser else "ArcFace iResNet-50"
+        rows.append((f"{rec}, one plain pass (reference)", _time(lambda: plain.score(crops), repeat)))
         s = SerFIQ(arc, "arc", passes=passes, num_cpus=threads)
         feats = s.features(crops)
         t_bb = _time(lambda: s.features(crops), repeat)
@@ -94,12 +97,14 @@ def bench(threads: int, n: int, passes: int, repeat: int) -> None:
         rows += [(f"SER-FIQ m = {passes}: backbone", t_bb), (f"SER-FIQ m = {passes}: head, {passes} passes", t_head),
                  (f"SER-FIQ m = {passes}: total (q included)", t_all)]
         d = OnnxFIQA(sdd, CATALOGUE["sdd-fiqa"].contract, "sdd", threads)
-        rows.append(("SDD-FIQA (IR-50 regression)", _time(lambda: d.score(crops), repeat)))
-        r = Restorer(unet, "unet", size=512, num_cpus=threads, max_batch=4)
+        rows.append((f"SDD-FIQA ({os.path.basename(sdd_model) if sdd_model else 'IR-50 regression'})",
+                     _time(lambda: d.score(crops), repeat)))
+        r = Restorer(unet, "unet", size=size, num_cpus=threads, max_batch=4)
         x, y = r.restore(targets)
-        rows.append(("restoration: UNet-ish 512 px restorer (50.7 GMACs)", _time(lambda: r.restore(targets), repeat)))
-        rows.append(("restoration: GMSD at 512 px", _time(lambda: [gmsd(a, b) for a, b in zip(x, y)], repeat)))
-        rows.append(("restoration: SSIM at 512 px", _time(lambda: [ssim(a, b) for a, b in zip(x, y)], repeat)))
+        what = os.path.basename(restorer) if restorer else "UNet-ish 512 px restorer (50.7 GMACs)"
+        rows.append((f"restoration: {what}", _time(lambda: r.restore(targets), repeat)))
+        rows.append((f"restoration: GMSD at {size} px", _time(lambda: [gmsd(a, b) for a, b in zip(x, y)], repeat)))
+        rows.append((f"restoration: SSIM at {size} px", _time(lambda: [ssim(a, b) for a, b in zip(x, y)], repeat)))
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{n} faces, {threads} thread(s), best of {repeat}; {os.cpu_count()} CPUs on this machine")
     print(f"{'method':52s} {'wall ms/face':>12s} {'CPU ms/face':>12s} {'faces/s':>8s}")
@@ -147,8 +152,15 @@ def main(argv=None) -> None:
     p.add_argument("--passes", type=int, default=100, help="SER-FIQ's m")
     p.add_argument("--repeat", type=int, default=3, help="timed calls per method (the best is kept)")
     p.add_argument("--oracle", action="store_true", help="print the restoration calibration table instead")
+    p.add_argument("--recogniser", default="", help="time SER-FIQ on this ArcFace-like .onnx instead")
+    p.add_argument("--sdd", default="", help="time this SDD-FIQA .onnx instead")
+    p.add_argument("--restorer", default="", help="time this face-restoration .onnx (RGB, [-1, 1]) instead")
+    p.add_argument("--size", type=int, default=512, help="the restorer's input side")
     a = p.parse_args(argv)
-    oracle() if a.oracle else bench(a.threads, a.faces, a.passes, a.repeat)
+    if a.oracle:
+        oracle()
+    else:
+        bench(a.threads, a.faces, a.passes, a.repeat, a.recogniser, a.sdd, a.restorer, a.size)
 
 
 if __name__ == "__main__":
