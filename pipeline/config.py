@@ -166,14 +166,79 @@ class IQAConfig(_Section):
         return v
 
 
+_SHA256 = r"^([0-9a-fA-F]{64})?$"
+
+
+class SERFIQConfig(_Section):
+    """SER-FIQ (Terhörst et al., CVPR 2020) on an ArcFace-like ONNX recognition model: the graph is
+    split at the input of its final fully connected layer; the backbone runs once per face, the
+    head ``passes`` times with dropout masks on its input (the same ``passes`` masks, drawn from
+    ``seed``, for every face).  Off while ``model`` is empty."""
+
+    model: str = ""  # registry name, local path or URI of the recognition model (.onnx)
+    sha256: str = Field("", pattern=_SHA256)
+    passes: int = Field(100, ge=2, le=10_000)  # m, the stochastic forward passes (paper: 100)
+    dropout: float = Field(0.5, gt=0, lt=1)  # dropout rate on the head's input (paper: 0.5)
+    seed: int = Field(0, ge=0)  # the dropout masks' seed: same seed, same scores
+    # input contract of the recognition model (size, colour, scale, mean, std), over the registry's
+    # "serfiq" entry: insightface's ArcFace convention (RGB, (x - 127.5) / 127.5, 112 px)
+    contract: Dict[str, Any] = Field(default_factory=dict)
+
+
+class SDDFIQAConfig(_Section):
+    """SDD-FIQA (Ou et al., CVPR 2021), the authors' released regression network exported to ONNX,
+    with the registry's "sdd-fiqa" input contract.  Off while ``model`` is empty."""
+
+    model: str = ""  # local path or URI of the exported .onnx (see README for the export)
+    sha256: str = Field("", pattern=_SHA256)
+
+
+class RestorationConfig(_Section):
+    """Restoration consistency (FaceQgen's idea): how much a face-restoration model changes the
+    primary face's FFHQ-aligned crop (``face_crop_target``).  Off while ``model`` is empty."""
+
+    model: str = ""  # local path or URI of a face-restoration .onnx (GFPGAN, CodeFormer, GPEN...)
+    sha256: str = Field("", pattern=_SHA256)
+    size: int = Field(512, ge=16, le=2048)  # the model's input side (the crop is resized to it)
+    colour: Literal["RGB", "BGR"] = "RGB"  # channel order the model eats and returns
+    # the model input's values for pixel 0 and pixel 255 (GFPGAN, CodeFormer, GPEN: [-1, 1])
+    range: Tuple[Number, Number] = (-1.0, 1.0)
+    output_range: Tuple[Number, ...] = ()  # the output's values for black and white; empty: as range
+    # further model inputs fed as constants, e.g. {weight: 0.5} for CodeFormer's fidelity weight
+    extra_inputs: Dict[str, float] = Field(default_factory=dict)
+    # how much the restoration differs from the crop (see README): gmsd (gradient magnitude
+    # similarity deviation, 0 = unchanged) or ssim (1 = unchanged)
+    metric: Literal["gmsd", "ssim"] = "gmsd"
+    # [metric value scored 0, metric value scored 100], linear between, clipped; empty: the metric's
+    # default (gmsd: [0.2, 0.0], ssim: [0.8, 1.0]; how they were chosen: README)
+    score_range: Tuple[Number, ...] = ()
+
+    @field_validator("range", "output_range", "score_range")
+    @classmethod
+    def _pair(cls, v):
+        if v and (len(v) != 2 or v[0] == v[1]):
+            raise ValueError("must be empty or a pair of two different numbers")
+        return v
+
+
 class FIQAConfig(_Section):
-    backend: str = "dlib_stability"  # dlib_stability | onnx | none
+    # the primary method (components recognisability / fiqa_model): dlib_stability | onnx | none
+    backend: str = "dlib_stability"
     model: str = ""  # onnx: registry name, local path or URI (s3://, gs://, https://)
     sha256: str = Field("", pattern=r"^([0-9a-fA-F]{64})?$")  # verified before loading
     contract: Dict[str, Any] = Field(default_factory=dict)  # onnx input contract, overrides the registry's
     contract_from: str = ""  # take the contract of this registry model (e.g. arcface-embedding-norm)
     all_faces: bool = False  # score every face, not only the primary one (slow on CPU)
+    # methods that run beside the primary one, each its own component; each is off while its
+    # model is empty
+    serfiq: SERFIQConfig = Field(default_factory=SERFIQConfig)
+    sdd_fiqa: SDDFIQAConfig = Field(default_factory=SDDFIQAConfig)
+    restoration: RestorationConfig = Field(default_factory=RestorationConfig)
     resources: Resources = _resources(num_cpus=1.0, batch_size=16)
+
+
+# the face-quality methods that run beside fiqa.backend, each when its model is set: backend names
+FIQA_METHODS = ("serfiq", "sdd_fiqa", "restoration")
 
 
 class Curve(_Section):
@@ -253,6 +318,19 @@ def _default_curves() -> Dict[str, Curve]:
         "yaw_limit": Curve(direction="high", start=30.0, full=60.0, weight=2.3, reason="pose_yaw"),
         "pitch_limit": Curve(direction="high", start=20.0, full=45.0, weight=0.0, reason="pose_pitch"),
         "roll_limit": Curve(direction="high", start=30.0, full=60.0, weight=2.3, reason="pose_roll"),
+        # SER-FIQ (fiqa.serfiq): 2·sigmoid(-mean embedding distance), 1 = perfectly stable.  On
+        # ArcFace the authors rescale it by sigmoid(130 (q - 0.88)) (their reference code): the
+        # curve starts where that rescaling gives 0.93 (q = 0.90) and is full where it gives
+        # 0.07 (q = 0.86).  Another recognition model spreads q differently: calibrate.
+        "serfiq": Curve(direction="low", start=0.90, full=0.86, weight=1.5, reason="low_serfiq"),
+        # SDD-FIQA (fiqa.sdd_fiqa): the model regresses pseudo-labels min-max normalised to 0-100
+        # over its training set (MS1M), so 0 and 100 are that set's extremes and most faces lie
+        # between: no penalty above 40, full at 10 (a starting point, not fitted: calibrate)
+        "sdd_fiqa": Curve(direction="low", start=40.0, full=10.0, weight=1.5, reason="low_sdd_fiqa"),
+        # restoration consistency (fiqa.restoration): similarity of the face and its restoration
+        # mapped to 0-100 by fiqa.restoration.score_range; as fiqa_model / iqa_model
+        "restoration": Curve(direction="low", start=50.0, full=10.0, weight=1.5,
+                             reason="low_restoration_consistency"),
     }
 
 
@@ -325,6 +403,9 @@ class Config(_Section):
             out.append(("iqa", self.iqa.model_backend, "iqa.model_backend"))
         if self.fiqa.backend != "none":
             out.append(("fiqa", self.fiqa.backend, "fiqa.backend"))
+        for name in FIQA_METHODS:
+            if getattr(self.fiqa, name).model:
+                out.append(("fiqa", name, f"fiqa.{name}.model"))
         return out
 
     def fingerprint(self) -> str:

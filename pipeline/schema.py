@@ -26,8 +26,13 @@ FACE_IQA_KEYS = ("sharpness", "noise", "blockiness", "dark_clip", "bright_clip",
                  "skin_hue", "skin_chroma", "colour", "illumination")
 # whole-image measures, from a 256 px thumbnail
 IMAGE_IQA_KEYS = ("sharpness", "noise", "brightness", "contrast", "model_score")
-# raw face-quality outputs (fiqa stage)
-FIQA_KEYS = ("stability", "model_raw", "model_score")
+# raw face-quality outputs (fiqa stage): the primary method (fiqa.backend: dlib stability, or an
+# ONNX model's raw and 0-100 output), then the methods that run beside it when their model is set:
+# SER-FIQ's 2·sigmoid(-mean distance) (fiqa.serfiq), SDD-FIQA's raw and 0-100 output
+# (fiqa.sdd_fiqa), and restoration consistency's similarity and its 0-100 mapping (fiqa.restoration,
+# primary face only).  New keys go at the end: positions are relied on.
+FIQA_KEYS = ("stability", "model_raw", "model_score", "serfiq", "sdd_raw", "sdd_score",
+             "restoration_raw", "restoration_score")
 
 # component scores (0-100) of a face, in the order reasons are checked
 COMPONENTS = (
@@ -35,6 +40,7 @@ COMPONENTS = (
     "brightness_low", "brightness_high", "contrast", "recognisability", "fiqa_model", "iqa_model", "yaw", "pitch", "roll",
     "detail", "pixelation", "banding", "interlacing", "colour_noise", "haze", "framing", "eyes_visible", "glare",
     "lower_face", "colour", "illumination", "yaw_limit", "pitch_limit", "roll_limit",
+    "serfiq", "sdd_fiqa", "restoration",
 )
 
 STATUSES = ("ok", "no_face", "read_error", "decode_error", "too_large",

@@ -88,6 +88,9 @@ def face_raw(iqa: np.ndarray, fiqa: np.ndarray, inter_eye: float, pose=(math.nan
         "yaw_limit": yaw,
         "pitch_limit": pitch,
         "roll_limit": roll,
+        "serfiq": f["serfiq"],
+        "sdd_fiqa": f["sdd_score"],
+        "restoration": f["restoration_score"],
     }
 
 
