@@ -64,8 +64,30 @@ def main(argv=None):
         t = rp.band_table(rp.errors(cases, fn))
         cells = [fmt(m, nan) for m, _, nan in t["yaw"]] + [fmt(m, nan) for m, _, nan in t["pitch"]]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    print("\n(n per band — yaw:", ", ".join(str(n + k) for _, n, k in rp.band_table(rp.errors(cases, methods[next(iter(methods))]))["yaw"]),
-          "; pitch:", ", ".join(str(n + k) for _, n, k in rp.band_table(rp.errors(cases, methods[next(iter(methods))]))["pitch"]), ")")
+    first = rp.band_table(rp.errors(cases, next(iter(methods.values()))))
+    print("\n(renders per band — yaw:", ", ".join(str(n + k) for _, n, k in first["yaw"]),
+          "; pitch:", ", ".join(str(n + k) for _, n, k in first["pitch"]), ")")
+
+    seen = [c for c in cases if c.obs.detected or (c.yaw, c.pitch) == (0, 0)]
+    print("\nthe same, only the renders where the detector found the face (what the pipeline would score):\n")
+    print("| method | yaw 0-15 | yaw 15-30 | yaw 30-45 | pitch 0-15 | pitch 15-30 | pitch 30-45 |")
+    print("|---|---|---|---|---|---|---|")
+    for name, fn in list(methods.items())[:3]:
+        t = rp.band_table(rp.errors(seen, fn))
+        print(f"| {name} | " + " | ".join(fmt(m, nan) for m, _, nan in t["yaw"] + t["pitch"]) + " |")
+
+    # bias: the signed error, turned towards the applied direction (< 0: under-read, towards frontal)
+    print("\nbias (mean signed error towards the applied direction; < 0 reads the face as more frontal than it is):")
+    for name, fn in list(methods.items())[:3]:
+        errs = rp.errors(cases, fn)
+        parts = []
+        for axis, k, vals in (("yaw", 0, [15.0, 30.0, 45.0]), ("pitch", 1, [15.0, 30.0])):
+            for v in vals:
+                e = [err[k] * math.copysign(1, (y, p)[k]) for (_, y, p), err in errs.items()
+                     if abs((y, p)[k]) == v and abs(y) <= 45]
+                if np.isfinite(e).any():
+                    parts.append(f"{axis} {v:g}: {np.nanmean(e):+.1f}")
+        print(f"  {name}: " + ", ".join(parts))
 
     # per source: the yaw sweep at pitch 0 as each method reads it
     print("\nyaw read along the sweep at pitch 0 (applied:", ", ".join(f"{y:g}" for y in yaws), ")")

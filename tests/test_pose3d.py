@@ -5,13 +5,13 @@ and (slow) accuracy on real faces re-posed to known angles (tests/support/repose
 
 from __future__ import annotations
 
-import math
 import pickle
 
 import numpy as np
 import pytest
 
 from pipeline import pose3d
+from pipeline.geometry import head_pose_dlib5
 from pipeline.models import CATALOGUE, model_path
 from tests.support import repose as rp
 
@@ -31,7 +31,9 @@ def test_euler_round_trip_and_sign_conventions():
     for y, p, r in [(30, 0, 0), (-20, 15, 5), (44, -29, -12), (0, 0, 0)]:
         got = pose3d.euler_faceqc(pose3d.rotation_faceqc(y, p, r))
         assert np.allclose(got, (y, p, r), atol=1e-9)
-    nose = lambda y, p, r: pose3d.rotation_faceqc(y, p, r) @ np.array([0.0, 0.0, -1.0])  # noqa: E731
+    def nose(y, p, r):
+        return pose3d.rotation_faceqc(y, p, r) @ np.array([0.0, 0.0, -1.0])
+
     assert nose(30, 0, 0)[0] < 0      # yaw > 0: the nose points to the image left
     assert nose(0, 20, 0)[1] < 0      # pitch > 0: up on screen (y down)
     x_axis = pose3d.rotation_faceqc(0, 0, 20) @ np.array([1.0, 0.0, 0.0])
@@ -266,7 +268,7 @@ def test_reposed_faces_yaw_and_pitch_follow_the_truth(reposed):
     with a margin over what was measured (yaw 1.7 / 3.8 ° up to 15 / 30°, pitch 2.5 / 5.6 °
     up to 15 / 30° over the benchmark's finer grid; see benchmarks/pose_accuracy.py)."""
     e68 = rp.errors(reposed, lambda c: pose3d.head_pose_68(c.obs.points68))
-    e5 = rp.errors(reposed, lambda c: __import__("pipeline.geometry", fromlist=["x"]).head_pose_dlib5(c.obs.points5))
+    e5 = rp.errors(reposed, lambda c: head_pose_dlib5(c.obs.points5))
     print("\n68-point:", _report(e68), "\n5-point: ", _report(e5))
     v = np.array(list(e68.values()))
     keys = list(e68)
