@@ -54,6 +54,14 @@ CATALOGUE = {
             True, "shape_predictor_5_face_landmarks.dat",
         ),
         ModelInfo(
+            "dlib-shape-predictor-68", "landmarks",
+            "dlib 68-point (iBUG 300-W markup) landmark model (pip: face_recognition_models); "
+            "used for head pose, eye and mouth openness (pipeline/pose3d.py)",
+            "dlib-models' note: trained on the iBUG 300-W dataset, whose licence excludes commercial "
+            "use; do not use this model commercially without a licence for that data",
+            False, "shape_predictor_68_face_landmarks.dat",
+        ),
+        ModelInfo(
             "dlib-resnet-face-v1", "fiqa",
             "dlib ResNet-34 128-d face embedding (pip: face_recognition_models)",
             "CC0 1.0 (dlib-models: dlib_face_recognition_resnet_model_v1)",
