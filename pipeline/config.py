@@ -112,6 +112,10 @@ class DecodeConfig(_Section):
 
 class DetectConfig(_Section):
     detector: str = "dlib_hog"  # dlib_hog | dlib_mmod | scrfd (insightface pack, ONNX)
+    # dense landmarks for true head pose and eye / mouth openness, where the detector gives only 5
+    # points: dlib68 (dlib's 68-point model: its training data, iBUG 300-W, is non-commercial) |
+    # none (the commercially clean profile: pose from the 5 points, pitch not judged)
+    dense_landmarks: str = "dlib68"
     # scrfd: an insightface pack directory (buffalo_l layout) or the detector .onnx (path or URI)
     model: str = ""
     pose_model: str = ""  # scrfd: 1k3d68.onnx (path or URI); taken from the pack directory if empty
@@ -314,9 +318,15 @@ def _default_curves() -> Dict[str, Curve]:
         "colour": Curve(direction="high", start=1.0, full=15.0, weight=2.3, reason="unnatural_colour"),
         # illumination: lightness difference of the face's halves over their mean
         "illumination": Curve(direction="high", start=0.3, full=0.65, weight=2.3, reason="uneven_light"),
+        # eyes open: eye aspect ratio of the nearer eye from dense landmarks, pose-corrected
+        # (~0.25-0.35 open, ~0.17 in a broad smile, < 0.1 closed)
+        "eyes_open": Curve(direction="low", start=0.14, full=0.06, weight=2.3, reason="eyes_closed"),
+        # mouth open: inner-lip gap over mouth width (0 closed): reported, judged only where a team
+        # wants neutral frames (give it a weight); talking heads speak
+        "mouth_open": Curve(direction="high", start=0.15, full=0.5, weight=0.0, reason="mouth_open"),
         # hard pose limits (degrees), on top of OFIQ's cos² mapping (fuse.pose_weights)
         "yaw_limit": Curve(direction="high", start=30.0, full=60.0, weight=2.3, reason="pose_yaw"),
-        "pitch_limit": Curve(direction="high", start=20.0, full=45.0, weight=0.0, reason="pose_pitch"),
+        "pitch_limit": Curve(direction="high", start=20.0, full=45.0, weight=2.3, reason="pose_pitch"),
         "roll_limit": Curve(direction="high", start=30.0, full=60.0, weight=2.3, reason="pose_roll"),
         # SER-FIQ (fiqa.serfiq): 2·sigmoid(-mean embedding distance), 1 = perfectly stable.  On
         # ArcFace the authors rescale it by sigmoid(130 (q - 0.88)) (their reference code): the
@@ -339,10 +349,11 @@ CURVE_NAMES = tuple(_default_curves())
 
 class PoseWeights(_Section):
     """Exponents on OFIQ's head-pose mapping 100·max(0, cos θ)² (0 = not judged).  Pitch from 5
-    landmarks is too weak to judge by (see geometry.head_pose_dlib5)."""
+    landmarks is too weak to judge by (see geometry.head_pose_dlib5): the commercially clean
+    profile, which has no dense landmarks, gives it 0."""
 
     yaw: Number = Field(1.0, ge=0)
-    pitch: Number = Field(0.0, ge=0)
+    pitch: Number = Field(1.0, ge=0)
     roll: Number = Field(1.0, ge=0)
 
 
@@ -397,8 +408,10 @@ class Config(_Section):
     def backends(self) -> list:
         """(stage, backend name, the setting that names it) of every backend this configuration
         runs, in pipeline order; the registry (:mod:`pipeline.registry`) knows what each is."""
-        out = [("decode", self.decode.backend, "decode.backend"), ("detect", self.detect.detector, "detect.detector"),
-               ("iqa", self.iqa.backend, "iqa.backend")]
+        out = [("decode", self.decode.backend, "decode.backend"), ("detect", self.detect.detector, "detect.detector")]
+        if self.detect.dense_landmarks != "none" and self.detect.detector != "scrfd":
+            out.append(("landmarks", self.detect.dense_landmarks, "detect.dense_landmarks"))
+        out.append(("iqa", self.iqa.backend, "iqa.backend"))
         if self.iqa.model_backend != "none":
             out.append(("iqa", self.iqa.model_backend, "iqa.model_backend"))
         if self.fiqa.backend != "none":
@@ -424,6 +437,10 @@ PROFILES: Dict[str, dict] = {
     # per face) and without detection retries: ~5x faster; misses more rolled / dark faces, no
     # recognisability component
     "offline-fast": {"detect": {"retry_rotations": [], "retry_equalized": False}, "fiqa": {"backend": "none"}},
+    # as offline, commercially clean: no 68-point model (its training data, iBUG 300-W, excludes
+    # commercial use); pose from dlib's 5 points, pitch and eye / mouth openness not judged
+    "offline-clean": {"detect": {"dense_landmarks": "none"},
+                      "fuse": {"pose_weights": {"pitch": 0.0}, "curves": {"pitch_limit": {"weight": 0.0}}}},
 }
 
 

@@ -23,7 +23,8 @@ FACE_IQA_KEYS = ("sharpness", "noise", "blockiness", "dark_clip", "bright_clip",
                  "grid", "banding", "combing",  # un-resampled pixels: blocks of any grid, posterisation, interlace
                  "detail",  # blur sigma (px) at the resolution the face is used at (detect.target_size)
                  "colour_noise", "black_level", "framing", "eye_visibility", "eye_glare", "lower_face",
-                 "skin_hue", "skin_chroma", "colour", "illumination")
+                 "skin_hue", "skin_chroma", "colour", "illumination",
+                 "eye_openness", "mouth_openness")  # from dense landmarks (eye / mouth aspect ratios)
 # whole-image measures, from a 256 px thumbnail
 IMAGE_IQA_KEYS = ("sharpness", "noise", "brightness", "contrast", "model_score")
 # raw face-quality outputs (fiqa stage): the primary method (fiqa.backend: dlib stability, or an
@@ -39,7 +40,7 @@ COMPONENTS = (
     "resolution", "sharpness", "noise", "compression", "underexposure", "overexposure",
     "brightness_low", "brightness_high", "contrast", "recognisability", "fiqa_model", "iqa_model", "yaw", "pitch", "roll",
     "detail", "pixelation", "banding", "interlacing", "colour_noise", "haze", "framing", "eyes_visible", "glare",
-    "lower_face", "colour", "illumination", "yaw_limit", "pitch_limit", "roll_limit",
+    "lower_face", "colour", "illumination", "yaw_limit", "pitch_limit", "roll_limit", "eyes_open", "mouth_open",
     "serfiq", "sdd_fiqa", "restoration",
 )
 

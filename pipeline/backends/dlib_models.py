@@ -123,6 +123,29 @@ def _detector_models(cfg) -> list:
     return [CATALOGUE[first], CATALOGUE["dlib-shape-predictor-5"]]
 
 
+class Dlib68:
+    """dlib's 68 landmarks (mirror-averaged) fitted to faceqc's 3-D face (:mod:`pipeline.pose3d`):
+    true yaw, pitch and roll, and eye and mouth openness, per face."""
+
+    def __init__(self, cfg=None):
+        from .. import pose3d
+
+        self.pose3d = pose3d
+        self.predictor = pose3d.load_predictor()
+
+    def measure(self, img: np.ndarray, box) -> tuple:
+        """((yaw, pitch, roll), (eye openness, mouth openness)); NaNs where the fit fails."""
+        pts = self.pose3d.landmarks68(img, box, self.predictor)
+        fit = self.pose3d.fit_pose_68(pts, (img.shape[1], img.shape[0]))
+        if fit is None:
+            return np.full(3, np.nan), np.full(2, np.nan)
+        o = self.pose3d.openness(pts, fit)
+        return np.array([fit.yaw, fit.pitch, fit.roll]), np.array([o.eye, o.mouth])
+
+
+register("landmarks", "dlib68", models=lambda cfg: [CATALOGUE["dlib-shape-predictor-68"]],
+         doc="dlib 68 landmarks: true head pose, eye and mouth openness (non-commercial training data)")(Dlib68)
+
 register("detect", "dlib_hog", models=_detector_models, traits={"points": "dlib5"},
          doc="dlib HOG detector + 5 landmarks, with rotated / equalised retries")(FaceDetector)
 register("detect", "dlib_mmod", models=_detector_models, traits={"points": "dlib5"},

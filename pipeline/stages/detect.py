@@ -41,6 +41,7 @@ FACE_COLUMNS = {
     "face_crop_iqa": lambda c: ((c.iqa_crop, c.iqa_crop, 3), np.uint8),
     "face_patch": lambda c: ((c.src_patch, c.src_patch, 3), np.uint8),
     "face_patch_size": lambda c: ((), np.int32),
+    "face_openness": lambda c: ((2,), np.float32),  # eye and mouth openness, with dense landmarks
 }
 
 
@@ -106,9 +107,12 @@ class DetectStage(Stage):
 
     def setup(self) -> None:
         cv2.setNumThreads(1)
-        name = self.cfg.detect.detector
-        self.detector = registry.create("detect", name, self.cfg)
-        self.arcface_points = registry.get("detect", name).traits.get("points") == "arcface5"
+        c = self.cfg.detect
+        self.detector = registry.create("detect", c.detector, self.cfg)
+        self.arcface_points = registry.get("detect", c.detector).traits.get("points") == "arcface5"
+        # dense landmarks (pose, eye and mouth openness) where the detector gives only 5 points
+        self.dense = registry.create("landmarks", c.dense_landmarks, self.cfg) \
+            if c.dense_landmarks != "none" and not self.arcface_points else None
 
     def faces_of(self, img: np.ndarray, found: list) -> dict:
         c = self.cfg.detect
@@ -117,11 +121,15 @@ class DetectStage(Stage):
             return empty_faces(c)
         cols = {k: [] for k in FACE_COLUMNS}
         h, w = img.shape[:2]
-        for box, score, pts, pose in found:
+        for box, score, pts, pose, *rest in found:
+            openness = rest[0] if rest else np.full(2, np.nan)
+            if self.dense is not None:
+                pose, openness = self.dense.measure(img, box)
             cols["face_bbox"].append(np.clip(box, 0, [w, h, w, h]))
             cols["face_det_score"].append(score)
             cols["face_points"].append(pts)
             cols["face_pose"].append(pose)
+            cols["face_openness"].append(openness)
             for k, v in crops_for_face(img, pts, c, self.arcface_points).items():
                 cols[k].append(v)
         return {k: np.asarray(v, dtype=FACE_COLUMNS[k](c)[1]) for k, v in cols.items()}

@@ -1,6 +1,7 @@
 """Stage: fiqa + pose — face quality (recognisability) and head pose of each face.
 
-Pose: a detector whose backend gives pose (an insightface pack's 1k3d68) has already set it; with
+Pose: the detect stage has measured it where it could (dlib's 68 points fitted to a 3-D face, see
+:mod:`pipeline.pose3d`, or an insightface pack's 1k3d68); otherwise, with
 dlib's 5 points it comes from closed-form ratios of the landmarks here
 (:func:`pipeline.geometry.head_pose_dlib5`).
 
@@ -43,6 +44,7 @@ class FIQAStage(Stage):
         cv2.setNumThreads(1)
         c = self.cfg.fiqa
         self.pose_from_points = registry.get("detect", self.cfg.detect.detector).traits.get("points") == "dlib5"
+        self.dense = self.cfg.detect.dense_landmarks != "none"
         self.methods: List[_Method] = []
         for stage, name, _ in self.cfg.backends():
             if stage != "fiqa":
@@ -69,10 +71,15 @@ class FIQAStage(Stage):
         primary = np.zeros(n, np.int64)
 
         def one(i: int) -> None:
+            # the pose the detect stage measured (dense landmarks, an insightface pack's 1k3d68);
+            # with dlib's 5 points alone, their closed form
+            pose[i] = np.array(batch["face_pose"][i], np.float32).reshape(-1, 3)
             if self.pose_from_points:
-                pose[i] = np.array([geo.head_pose_dlib5(p) for p in batch["face_points"][i]], np.float32).reshape(-1, 3)
-            else:
-                pose[i] = np.array(batch["face_pose"][i], np.float32).reshape(-1, 3)
+                for j, p in enumerate(batch["face_points"][i]):
+                    if not np.isfinite(pose[i][j]).all():
+                        pose[i][j] = geo.head_pose_dlib5(p)
+                        if self.dense:  # 5 points do not observe pitch: not a stand-in for the 68's
+                            pose[i][j][1] = np.nan
             k = len(batch["face_crop112"][i])
             fiqa[i] = np.full((k, len(FIQA_KEYS)), np.nan, np.float32)
             if k:

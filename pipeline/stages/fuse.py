@@ -85,6 +85,8 @@ def face_raw(iqa: np.ndarray, fiqa: np.ndarray, inter_eye: float, pose=(math.nan
         "lower_face": q["lower_face"],
         "colour": q["colour"],
         "illumination": q["illumination"],
+        "eyes_open": q["eye_openness"],
+        "mouth_open": q["mouth_openness"],
         "yaw_limit": yaw,
         "pitch_limit": pitch,
         "roll_limit": roll,

@@ -16,6 +16,7 @@ from ..schema import FACE_IQA_KEYS, IMAGE_IQA_KEYS
 from .base import Batch, Stage, objarray, primary_index
 
 MODEL_RAW, MODEL_SCORE = FACE_IQA_KEYS.index("model_raw"), FACE_IQA_KEYS.index("model_score")
+OPENNESS = [FACE_IQA_KEYS.index("eye_openness"), FACE_IQA_KEYS.index("mouth_openness")]
 
 
 class IQAStage(Stage):
@@ -41,6 +42,8 @@ class IQAStage(Stage):
                           "points": batch["face_target_points"][i], "outside": float(batch["face_target_outside"][i])}
                 face_iqa[i] = np.stack([self.classical.face(crops[j], patches[j], int(sizes[j]), target if j == p else None)
                                         for j in range(len(crops))])
+                # what the detect stage's dense landmarks measured joins the raw measures
+                face_iqa[i][:, OPENNESS] = np.asarray(batch["face_openness"][i], np.float32).reshape(-1, 2)
 
         self.per_row(batch, one)
         if self.deep is not None:
