@@ -124,7 +124,7 @@ class DetectStage(Stage):
         for box, score, pts, pose, *rest in found:
             openness = rest[0] if rest else np.full(2, np.nan)
             if self.dense is not None:
-                pose, openness = self.dense.measure(img, box)
+                pose, openness = self.dense.measure(img, box, pts)
             cols["face_bbox"].append(np.clip(box, 0, [w, h, w, h]))
             cols["face_det_score"].append(score)
             cols["face_points"].append(pts)
