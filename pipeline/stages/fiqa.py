@@ -35,6 +35,7 @@ class FIQAStage(Stage):
         n = len(batch["uri"])
         fiqa = [np.zeros((0, len(FIQA_KEYS)), np.float32)] * n
         pose = [np.zeros((0, 3), np.float32)] * n
+        embedding = [np.zeros(0, np.float32)] * n  # the primary face's, where the backend makes one
 
         def one(i: int) -> None:
             if self.pose_from_points:
@@ -45,14 +46,19 @@ class FIQAStage(Stage):
             fiqa[i] = np.full((len(crops), len(FIQA_KEYS)), np.nan, np.float32)
             if self.model is None or len(crops) == 0:
                 return
+            p = primary_index(np.asarray(batch["face_bbox"][i]).reshape(-1, 4), np.asarray(batch["face_det_score"][i]))
             if not self.primary_only:
                 fiqa[i] = self.model.score(crops)
             else:
-                p = primary_index(np.asarray(batch["face_bbox"][i]).reshape(-1, 4), np.asarray(batch["face_det_score"][i]))
                 fiqa[i][p] = self.model.score(crops[p:p + 1])[0]
+                p = 0
+            emb = getattr(self.model, "last_embeddings", None)  # face tracks (pipeline/video/tracks.py)
+            if emb is not None and len(emb) > p:
+                embedding[i] = np.asarray(emb[p], np.float32)
 
         self.per_row(batch, one)
         out = {k: v for k, v in batch.items() if k not in ("face_crop112", "face_crop_target")}
         out["face_fiqa"] = objarray(fiqa)
         out["face_pose"] = objarray(pose)
+        out["face_embedding"] = objarray(embedding)
         return out
