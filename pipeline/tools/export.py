@@ -84,19 +84,6 @@ def encode(img: np.ndarray, fmt: str, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def _read_side(dst: str, folder: str, summary: Optional[dict], so: dict) -> Optional[pa.Table]:
-    """A run's tracks/ (or frames/) rows: the files its summary lists, else those found."""
-    fs, path = get_fs(join_uri(dst, folder), so)
-    names = ((summary or {}).get("video") or {}).get("files", {}).get(folder)
-    if names is None:
-        names = [p.rsplit("/", 1)[-1] for p in fs.glob(join_uri(path, "part-*.parquet"))] if fs.exists(path) else []
-    tables = []
-    for n in names:
-        with fs.open(join_uri(path, n), "rb") as f:
-            tables.append(pq.read_table(f))
-    return pa.concat_tables(tables) if tables else None
-
-
 def _items(table: pa.Table, tracks: Optional[pa.Table], verdicts: Sequence[str]) -> List[dict]:
     want = pa.array(list(verdicts))
     items = []
@@ -125,6 +112,7 @@ def export_faces(dst: str, faces_out: str, cfg: Config, size: Optional[int] = No
     """Write the crops and the manifest; return counts."""
     from ..images import decode_image, read_file
     from ..io.results import read_results
+    from ..video.collect import read_side
     from ..video.decode import VideoSource, read_frame_at
 
     so = cfg.input.storage_options
@@ -132,7 +120,7 @@ def export_faces(dst: str, faces_out: str, cfg: Config, size: Optional[int] = No
     if not 16 <= size <= 4096:
         raise InputError(f"--size {size}: must be between 16 and 4096")
     table, summary = read_results(dst, so)
-    tracks = _read_side(dst, "tracks", summary, so)
+    tracks = read_side(dst, "tracks", summary, so)
     items = _items(table, tracks, verdicts)
     ext, fmt = ("jpg", "jpg") if cfg.export.format == "jpg" else ("png", "png")
     names = [crop_name(it["uri"], it["t"], it["track"], ext) for it in items]

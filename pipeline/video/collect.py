@@ -273,6 +273,20 @@ def settle_side_parts(out: str, files: Sequence[str], so: Optional[dict]) -> Dic
     return kept
 
 
+def read_side(dst: str, folder: str, summary: Optional[dict], so: Optional[dict]) -> Optional[pa.Table]:
+    """A finished run's frames/ or tracks/ rows: the files its summary lists (those found, for a
+    run without a summary); None when it has none."""
+    fs, path = get_fs(join_uri(dst, folder), so)
+    names = ((summary or {}).get("video") or {}).get("files", {}).get(folder)
+    if names is None:
+        names = side_names(dst, folder, so)
+    tables = []
+    for n in names:
+        with fs.open(join_uri(path, n), "rb") as f:
+            tables.append(pq.read_table(f))
+    return pa.concat_tables(tables) if tables else None
+
+
 def clear_side_parts(out: str, so: Optional[dict]) -> None:
     """Remove frames/ and tracks/ (``--overwrite``)."""
     for folder in SIDE_DIRS:
