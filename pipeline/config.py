@@ -338,7 +338,7 @@ class VideoConfig(_Section):
     # its landmarks moved by at most max_motion inter-eye distances; never across a shot cut,
     # never over more than max_gap sampled frames without the face
     track_iou: float = Field(0.3, ge=0, le=1)
-    track_max_motion: float = Field(2.0, gt=0)
+    track_max_motion: float = Field(3.0, gt=0)
     track_max_gap: int = Field(2, ge=1)
     # where embeddings exist, two faces whose cosine similarity is below this are never linked
     track_min_similarity: float = Field(0.85, ge=-1, le=1)
