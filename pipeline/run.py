@@ -346,6 +346,10 @@ def summary_text(summary: dict) -> str:
                                                                       key=lambda kv: -kv[1])))
     lines.append("  verdict: " + ", ".join(f"{k} {summary['verdict_counts'].get(k, 0)}"
                                           for k in ("accept", "review", "reject")))
+    v = summary.get("video") or {}
+    if v.get("clips_scored"):
+        lines.append(f"  clips  : {v['clips_scored']} clips, {v['frames_scored']} sampled frames "
+                     f"({v['frames_per_second']} frames/s); their frames/ and tracks/ are beside the rows")
     noncommercial = [m["id"] for m in summary.get("models", []) if not m.get("commercial_use", True)]
     if noncommercial:
         lines.append("  NOTE   : non-commercial models were used: " + ", ".join(noncommercial))
