@@ -116,7 +116,6 @@ def component_costs(cfg, jpegs: list) -> dict:
         b = {"uri": np.array(["x"], object), "status": np.array(["ok"], object), "error": np.array([""], object),
              "image": np.empty(1, object)}
         b["image"][0] = img
-        t = time.process_time()
         o = det.process(b)
         if not o["num_faces"][0]:
             continue

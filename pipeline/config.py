@@ -383,6 +383,77 @@ class FuseConfig(_Section):
         return self
 
 
+def _default_clip_rules() -> Dict[str, Curve]:
+    # raw measures of a clip's primary track (pipeline/video/tracks.py); each maps to a penalty as
+    # the fusion curves do, and the clip's quality is the track's mean quality times them all
+    return {
+        # share of the clip's sampled frames the primary track covers
+        "coverage": Curve(direction="low", start=0.8, full=0.3, weight=2.3, reason="low_coverage"),
+        # the primary track's lowest frame quality (0-100)
+        "quality_min": Curve(direction="low", start=35.0, full=5.0, weight=1.2, reason="low_min_quality"),
+        # share of sampled frames with a second face at least fuse.multiple_faces_ratio as large
+        "multiple_faces": Curve(direction="high", start=0.1, full=0.5, weight=2.3, reason="multiple_faces"),
+        # yaw / pitch range (max - min, degrees) over the primary track
+        "yaw_range": Curve(direction="high", start=40.0, full=90.0, weight=2.3, reason="pose_range"),
+        "pitch_range": Curve(direction="high", start=30.0, full=60.0, weight=0.0, reason="pose_range"),
+        # head motion: 90th percentile of the face's landmark motion between sampled frames, in
+        # inter-eye distances per second
+        "head_motion": Curve(direction="high", start=1.5, full=6.0, weight=2.3, reason="unstable_head"),
+        # identity change: cosine distance between the primary track's mean face embedding and
+        # that of another track covering at least video.identity_min_share of the clip (only where
+        # the profile computes embeddings: the offline profile's dlib embedding)
+        "identity_change": Curve(direction="high", start=0.03, full=0.07, weight=2.3, reason="identity_change"),
+    }
+
+
+CLIP_RULE_NAMES = tuple(_default_clip_rules())
+
+
+class VideoConfig(_Section):
+    """Video clips (mp4, mov, mkv, webm, avi; recognised by content): sampling, shots, tracks and
+    the clip's verdict (see pipeline/video/)."""
+
+    fps: float = Field(2.0, gt=0, le=120)  # frames sampled per second of video
+    # at most this many frames per clip: a longer clip is sampled more sparsely, evenly
+    max_frames: int = Field(600, ge=1)
+    # a shot cut: the mean absolute change of a 64x36 grey thumbnail between two decoded frames
+    # (0..1) above this, and at least shot_ratio times the median change of the frames before
+    shot_threshold: float = Field(0.12, gt=0, le=1)
+    shot_ratio: float = Field(3.0, ge=1)
+    # guards: larger or longer clips get the status too_large before any frame is decoded
+    max_pixels: int = Field(36_000_000, ge=1)
+    max_duration_s: float = Field(4 * 3600.0, gt=0)
+    # tracking: a face joins a track when its box overlaps the track's last box by this IoU, or
+    # its landmarks moved by at most max_motion inter-eye distances; never across a shot cut,
+    # never over more than max_gap sampled frames without the face
+    track_iou: float = Field(0.3, ge=0, le=1)
+    track_max_motion: float = Field(3.0, gt=0)
+    track_max_gap: int = Field(2, ge=1)
+    # where embeddings exist, two faces whose cosine similarity is below this are never linked
+    track_min_similarity: float = Field(0.85, ge=-1, le=1)
+    identity_min_share: float = Field(0.15, gt=0, le=1)  # tracks this long count for identity_change
+    rules: Dict[str, Curve] = Field(default_factory=_default_clip_rules)
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _known_rules(cls, v):
+        if not isinstance(v, dict):
+            return v
+        unknown = sorted(set(v) - set(CLIP_RULE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown clip rule '{unknown[0]}' (known: {', '.join(CLIP_RULE_NAMES)})")
+        return v
+
+
+class ExportConfig(_Section):
+    """`faceqc export --faces`: FFHQ-aligned face crops (pipeline/tools/export.py)."""
+
+    size: int = Field(512, ge=16, le=4096)  # crop side in pixels
+    margin: float = Field(1.0, ge=0.5, le=4.0)  # >1 shows more around FFHQ's framing
+    format: Literal["png", "jpg"] = "png"
+    jpeg_quality: int = Field(95, ge=1, le=100)
+
+
 class OutputConfig(_Section):
     max_rows_per_file: int = Field(50_000, ge=1)
     compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = "zstd"
@@ -397,6 +468,8 @@ class Config(_Section):
     fiqa: FIQAConfig = Field(default_factory=FIQAConfig)
     fuse: FuseConfig = Field(default_factory=FuseConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    video: VideoConfig = Field(default_factory=VideoConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     def to_dict(self, redact: bool = True) -> dict:
         """Plain data (tuples stay tuples); storage options masked unless ``redact`` is False."""

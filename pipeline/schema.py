@@ -89,6 +89,13 @@ BASE_SCHEMA = pa.schema(
         ("reasons", pa.list_(pa.string())),
         ("image_iqa", _struct(IMAGE_IQA_KEYS)),
         ("faces", pa.list_(FACE_TYPE)),
+        # clips (pipeline/video/): "image" or "video"; the rest null for images
+        ("media", pa.string()),
+        ("duration_s", f32),  # seconds decoded
+        ("frames", pa.int32()),  # frames sampled (rows in DST/frames/)
+        ("shots", pa.int32()),
+        ("tracks", pa.int32()),  # face tracks (rows in DST/tracks/)
+        ("quality_min", f32),  # the primary track's lowest frame quality
     ]
 )
 

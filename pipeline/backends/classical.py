@@ -4,9 +4,9 @@ thumbnail.  Always on: deep IQA models come on top of it, each feeding its own c
 
 from __future__ import annotations
 
-import numpy as np
-
 from typing import Optional
+
+import numpy as np
 
 from .. import measures as ms
 from .. import regions

@@ -191,6 +191,7 @@ class DlibStability:
 
     def score(self, crops: np.ndarray) -> np.ndarray:
         if len(crops) == 0:
+            self.last_embeddings = np.zeros((0, 128), np.float32)
             return np.zeros((0, len(FIQA_KEYS)), np.float32)
         chips = []
         for c in crops:
@@ -198,6 +199,10 @@ class DlibStability:
         emb = np.asarray(self.net.compute_face_descriptor(chips), np.float32).reshape(len(crops), 2, -1)
         emb /= np.linalg.norm(emb, axis=2, keepdims=True) + 1e-9
         sims = np.einsum("nd,nkd->nk", emb[:, 0], emb[:, 1:]).mean(axis=1)
+        # the face's identity, for linking faces across a video's frames: the mean of the face's
+        # and its mirror's unit embeddings, unit length (read by the fiqa stage)
+        mean = emb.mean(axis=1)
+        self.last_embeddings = mean / (np.linalg.norm(mean, axis=1, keepdims=True) + 1e-9)
         out = np.full((len(crops), len(FIQA_KEYS)), np.nan, np.float32)
         out[:, 0] = sims
         return out

@@ -3,6 +3,9 @@
 Every file is read and its header checked here (size limits, format, decompression bombs); the
 pixels come from the ``decode.backend`` decoder (:mod:`pipeline.backends.decoders`).  Failures
 become the row's status (``read_error``, ``decode_error``, ``too_large``) and flow on.
+
+A video (recognised by its first bytes) becomes its sampled frames: then ``process`` returns a
+generator of batches (:func:`pipeline.video.decode.expand`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import numpy as np
 
 from .. import registry
 from ..errors import RowError
-from ..images import EMPTY_IMAGE, open_image, read_file
+from ..images import EMPTY_IMAGE, open_image
+from ..video.decode import expand, read_input
 from .base import Batch, Stage, objarray
 
 
@@ -21,17 +25,20 @@ class DecodeStage(Stage):
     def setup(self) -> None:
         self.decoder = registry.create("decode", self.cfg.decode.backend, self.cfg)
 
-    def process(self, batch: Batch) -> Batch:
+    def process(self, batch: Batch):
         c, so = self.cfg.decode, self.cfg.input.storage_options
         n = len(batch["uri"])
         status = np.full(n, "ok", dtype=object)
         error = np.full(n, "", dtype=object)
         width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
         images = [EMPTY_IMAGE] * n
-        opened, rows = [], []
+        opened, rows, videos = [], [], []
         for i, uri in enumerate(batch["uri"]):
             try:
-                data = read_file(str(uri), so, c.max_bytes)
+                data = read_input(str(uri), so, c.max_bytes)
+                if not isinstance(data, bytes):
+                    videos.append((i, data))
+                    continue
                 opened.append((data, open_image(data, c.max_pixels)))
                 rows.append(i)
             except RowError as e:
@@ -46,4 +53,4 @@ class DecodeStage(Stage):
                 height[i], width[i] = got.shape[:2]
         out = dict(batch)
         out.update(status=status, error=error, width=width, height=height, image=objarray(images))
-        return out
+        return expand(self.cfg, out, videos)

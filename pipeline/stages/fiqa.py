@@ -69,6 +69,7 @@ class FIQAStage(Stage):
         fiqa = [np.zeros((0, len(FIQA_KEYS)), np.float32)] * n
         pose = [np.zeros((0, 3), np.float32)] * n
         primary = np.zeros(n, np.int64)
+        embedding = [np.zeros(0, np.float32)] * n  # the primary face's, where a backend makes one
 
         def one(i: int) -> None:
             # the pose the detect stage measured (dense landmarks, an insightface pack's 1k3d68);
@@ -88,14 +89,17 @@ class FIQAStage(Stage):
 
         self.per_row(batch, one)
         for m in self.methods:
-            self._run(batch, m, fiqa, primary)
+            self._run(batch, m, fiqa, primary, embedding)
         out = {k: v for k, v in batch.items() if k not in ("face_crop112", "face_crop_target")}
         out["face_fiqa"] = objarray(fiqa)
         out["face_pose"] = objarray(pose)
+        out["face_embedding"] = objarray(embedding)
         return out
 
-    def _run(self, batch: Batch, m: _Method, fiqa: list, primary: np.ndarray) -> None:
-        """Method ``m`` over every ok row: one call for the batch, row by row if that fails."""
+    def _run(self, batch: Batch, m: _Method, fiqa: list, primary: np.ndarray, embedding: list) -> None:
+        """Method ``m`` over every ok row: one call for the batch, row by row if that fails.  A
+        backend that keeps its faces' embeddings (``last_embeddings``: the face tracks of clips
+        use them, pipeline/video/tracks.py) gives each row its primary face's."""
         jobs = []  # (row, face indices, crops)
         for i, st in enumerate(batch["status"]):
             if st == "ok":
@@ -105,19 +109,22 @@ class FIQAStage(Stage):
         if not jobs:
             return
 
-        def put(i: int, idx: list, res: np.ndarray) -> None:
+        def put(i: int, idx: list, res: np.ndarray, emb=None) -> None:
             own = ~np.isnan(res)
             for r, j in enumerate(idx):
                 fiqa[i][j][own[r]] = res[r][own[r]]
+                if emb is not None and j == primary[i] and len(emb) > r:
+                    embedding[i] = np.asarray(emb[r], np.float32)
 
         try:
             res = m.model.score(np.concatenate([c for _, _, c in jobs]))
         except Exception:  # noqa: BLE001 - again row by row below: errors stay with their rows
             res = None
         if res is not None:
+            emb = getattr(m.model, "last_embeddings", None)
             off = 0
             for i, idx, _ in jobs:
-                put(i, idx, res[off:off + len(idx)])
+                put(i, idx, res[off:off + len(idx)], None if emb is None else emb[off:off + len(idx)])
                 off += len(idx)
             return
         crops_of = {i: (idx, crops) for i, idx, crops in jobs}
@@ -125,6 +132,7 @@ class FIQAStage(Stage):
         def again(i: int) -> None:
             if i in crops_of:
                 idx, crops = crops_of[i]
-                put(i, idx, m.model.score(crops))
+                res = m.model.score(crops)
+                put(i, idx, res, getattr(m.model, "last_embeddings", None))
 
         self.per_row(batch, again)

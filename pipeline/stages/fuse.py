@@ -31,6 +31,9 @@ from ..schema import (
 from .base import Batch, Stage, primary_index
 
 HUBER_A = 0.2  # quadratic over the first fifth of start..full, linear after
+# columns passed on to the driver as they came: the listing's (extra.*), a video frame's
+# (video.*: pipeline/video/) and the primary face's embedding where the profile makes one
+CARRIED = (EXTRA_PREFIX, "video.", "face_embedding")
 
 
 def curve_penalty(curve: Curve, x: float) -> float:
@@ -205,6 +208,6 @@ class FuseStage(Stage):
                                                    "error": f"fuse: {type(e).__name__}: {e}"}))
         table = pa.Table.from_pylist(records, schema=BASE_SCHEMA)
         for name in batch:
-            if name.startswith(EXTRA_PREFIX):
+            if name.startswith(CARRIED):
                 table = table.append_column(name, carried_column(batch[name], None))
         return table

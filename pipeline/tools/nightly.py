@@ -15,6 +15,9 @@ Layout of ``OUT`` (any fsspec URI)::
     latest/review.txt
     latest/reject.txt
     latest/_view.json        the committed run the view reflects, and its counts (written last)
+    latest/frames.parquet    clips: their sampled frames and face tracks, by the same rule as
+    latest/tracks.parquet    quality.parquet (scores/frames/ and scores/tracks/ of each run; see
+                             pipeline/video/views.py); there once a run has scored a clip
 
 Change key: an object is *new* when its URI is not in the view, *changed* when its size or
 ETag differs (its mtime where the store has no ETag, as on local disks), *retry* when its last
@@ -301,6 +304,9 @@ def refresh_view(out: str, cfg: Config, committed: List[str]) -> Optional[dict]:
     pending = [r for r in committed if current is None or r > current]
     if pending:
         _rewrite_view(out, cfg, current, pending, target)
+    from ..video.views import refresh_clip_views
+
+    refresh_clip_views(out, cfg, committed)  # latest/frames.parquet, latest/tracks.parquet (clips)
     rows, counts = _write_lists(out, so)
     marker = {"run_id": target, "rows": rows, "verdict_counts": counts, "updated_at": timestamp(),
               "view": VIEW_NAME, "lists": {v: f"{v}.txt" for v in VERDICT_LISTS},
