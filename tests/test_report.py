@@ -73,6 +73,8 @@ def test_sections_counts_and_plots(run_dir, report):
         for k, n in collections.Counter(table.column(col).to_pylist()).items():
             assert re.search(rf"{re.escape(k)}</td><td class=\"n\">{n}</td>", text), (col, k, n)
     assert "images/s" in text
+    # the profile used dlib's 68-point model (iBUG 300-W: non-commercial): the report says so
+    assert 'id="noncommercial"' in text and "dlib-shape-predictor-68" in text
     # histograms: quality and every component; two scatter plots
     for name in ("quality",) + COMPONENTS:
         assert f'aria-label="{name}"' in text

@@ -413,10 +413,15 @@ def _run_section(r: _Run) -> str:
     ips = s.get("images_per_second")
     thr = (f"{ips:g} images/s over {secs.get('pipeline', float('nan')):g} s of pipeline time "
            f"({secs.get('total', float('nan')):g} s in total)" if ips else "not recorded")
+    models = s.get("models") or json.loads((r.table.schema.metadata or {}).get(b"faceqc.models", b"[]"))
+    restricted = [m for m in models if not m.get("commercial_use", True)]
     return "".join([
         '<section id="run"><h2>Run</h2>',
         '' if s else '<p class="warn">No _summary.json: this run did not finish (or is still being '
                      'written); the Parquet files found so far are shown.</p>',
+        '' if not restricted else '<p class="warn" id="noncommercial">This run used models not cleared for '
+        'commercial use: ' + "; ".join(f"{esc(m['id'])} ({esc(m.get('licence', ''))})" for m in restricted) +
+        '. The offline-clean profile avoids them.</p>',
         f'<p><b>{n}</b> images · throughput: {esc(thr)} · profile <b>{esc(s.get("profile") or r.cfg.profile)}</b>'
         f' · faceqc {esc(s.get("faceqc_version", ""))} · finished {esc(s.get("finished_at", "–"))}</p>',
         _counts_table("status", status_counts, n, {"ok": VERDICT_COLOURS["accept"]}),
