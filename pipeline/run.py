@@ -29,7 +29,7 @@ from .config import Config
 from .errors import InputError, OutputError, errors_as
 from .executor import check_ray, init_ray, ray_dataset
 from .fs import get_fs, invalidate, join_uri, read_json, redact, write_json
-from .io.listing import entries_table, expand_inputs
+from .io.listing import list_sources
 from .io.parts import (
     STATE_DIR,
     SUMMARY_NAME,
@@ -241,13 +241,9 @@ def run(sources: Sequence[str], out: str, cfg: Config, limit: Optional[int] = No
     table = _read_plan(join_uri(join_uri(out, STATE_DIR), PLAN_NAME), so) if resumable else None
     list_stats = dict(state.listing) if resumable and table is not None else {}
     if table is None:
-        entries = expand_inputs(sources, so, cfg.input.extensions, list_stats)
-        if limit is not None:
-            entries = entries[: max(0, limit)]
-        if not entries:
+        table = list_sources(sources, so, cfg.input.extensions, list_stats, limit)
+        if not table.num_rows:
             raise InputError(f"no input files found in {', '.join(sources)}")
-        table = entries_table(entries)
-        del entries
     t_list = time.time() - t0
     check_output(out, cfg, overwrite)
     if not (resumable and state.plan == plan_fingerprint(table)):

@@ -5,7 +5,8 @@ Inputs are files, directories (walked recursively), globs, bucket prefixes, or m
 line; a manifest's other columns are carried through to the output).  Every non-directory entry
 becomes a row — a text file or a broken symlink included — so that every input file yields
 exactly one output row.  Listing is metadata only and runs on the driver; S3 prefixes are listed
-page by page (1,000 keys a request), other stores through fsspec's ``find``.
+page by page (1,000 keys a request), other stores one directory at a time; :func:`list_table`
+builds the table in chunks, so no store's listing is ever held as Python objects all at once.
 
 The listing table has the columns ``uri``, ``size``, ``mtime`` and, for anything carried through
 to the output, ``extra.<name>``: ``extra.etag`` (the object's ETag where the store has one) and a
@@ -80,10 +81,43 @@ def _walk_remote(uri: str, storage_options: dict) -> Iterator[Entry]:
     if hasattr(fs, "call_s3") and hasattr(fs, "split_path"):
         yield from _walk_s3(fs, path, protocol)
         return
-    for p, info in sorted(fs.find(path, detail=True).items()):
-        if info.get("type") == "directory":
+    yield from _walk_dirs(fs, path, protocol)
+
+
+def _walk_dirs(fs, path: str, protocol: str) -> Iterator[Entry]:
+    """Every file under ``path`` of any fsspec store, one directory listing in memory at a time
+    (``fs.ls`` of that directory: GCS and Azure page through it), in the order of a sorted
+    recursive listing.  fsspec's ``find`` would hold the whole tree's info dicts at once."""
+    def listed(d: str) -> Iterator[tuple]:
+        try:
+            infos = fs.ls(d, detail=True)
+        except FileNotFoundError:
+            return iter(())
+        here = d.rstrip("/")
+        keyed = []
+        for info in infos:
+            name = str(info.get("name", "")).rstrip("/")
+            if not name or name == here:
+                continue
+            if info.get("type") == "directory":
+                keyed.append((name + "/", name, None))  # a folder sorts as its files' common prefix
+            else:
+                keyed.append((name, name, (int(info.get("size") or 0), _mtime(info), _etag(info))))
+        del infos
+        keyed.sort()
+        return iter(keyed)
+
+    stack = [listed(path)]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
             continue
-        yield Entry(f"{protocol}://{p}", int(info.get("size") or 0), _mtime(info), _etag(info))
+        _, name, meta = item
+        if meta is None:
+            stack.append(listed(name))
+        else:
+            yield Entry(f"{protocol}://{name}", *meta)
 
 
 def _walk_s3(fs, path: str, protocol: str) -> Iterator[Entry]:
@@ -307,8 +341,9 @@ def list_table(source: str, storage_options: dict | None = None, extensions: Ite
     elif not is_local(source) and not _has_glob(source) and not source.lower().endswith(MANIFEST_SUFFIXES):
         fs, path = get_fs(source, so)
         with errors_as(InputError, f"cannot list {source}"):
-            if not fs.isdir(path):
-                raise InputError(f"source not found or not a prefix: {source}")
+            is_dir = fs.isdir(path)
+        if not is_dir:  # one object, or nothing: as `faceqc score` takes it
+            return entries_table(expand_inputs([source], so, extensions, stats))
         found = _walk_remote(source, so)
     else:
         return entries_table(expand_inputs([source], so, extensions, stats))
@@ -326,3 +361,22 @@ def list_table(source: str, storage_options: dict | None = None, extensions: Ite
     if stats is not None:
         stats["skipped_by_extension"] = stats.get("skipped_by_extension", 0) + skipped
     return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+
+
+def list_sources(sources: Iterable[str], storage_options: dict | None = None, extensions: Iterable[str] = (),
+                 stats: dict | None = None, limit: Optional[int] = None) -> pa.Table:
+    """Every source listed into one table (:func:`list_table` each: streamed, built in chunks);
+    a file named by two overlapping sources is listed once; ``limit`` keeps the first rows."""
+    sources = list(sources)
+    tables = [list_table(s, storage_options, extensions, stats) for s in sources]
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    if len(tables) > 1 and table.num_rows:
+        import pyarrow.compute as pc
+
+        idx = pa.array(range(table.num_rows), pa.int64())
+        first = table.select(["uri"]).append_column("_i", idx).group_by("uri", use_threads=False) \
+            .aggregate([("_i", "min")]).column("_i_min")
+        table = table.take(pc.sort_indices(first))
+    if limit is not None:
+        table = table.slice(0, max(0, limit))
+    return table
