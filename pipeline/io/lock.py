@@ -368,11 +368,14 @@ class RunLock:
             if etag:
                 self.etag = etag
                 return
-            data, _ = self.store.read()
+            data, cur_etag = self.store.read()
             try:
                 cur = json.loads(data) if data else {}
             except ValueError:
                 cur = {}
+            if cur.get("token") == self.token:  # our own write landed, its answer was lost and retried
+                self.etag = cur_etag
+                return
             self.lost = (f"the lock on {self.out} was taken over by host {cur.get('host')}, pid {cur.get('pid')}"
                          if cur else f"the lock on {self.out} was removed")
             log.error("faceqc: %s; this run will not commit", self.lost)

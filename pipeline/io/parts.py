@@ -36,7 +36,7 @@ from ..fs import (
     redact,
 )
 from ..errors import OutputError
-from ..schema import conform
+from ..schema import READ_RETRIES, conform
 from . import retry
 
 SUMMARY_NAME = "_summary.json"
@@ -85,9 +85,14 @@ class PartWriter:
         self.threads = threads
         self.pending: collections.deque = collections.deque()
         self.counts = {"rows": 0, "status": collections.Counter(), "verdict": collections.Counter(), "files": []}
+        self.read_retries = 0  # the workers' retried object reads, summed from the rows' side channel
 
     def write(self, rows) -> int:
         """Queue one part file of ``rows`` (the fuse stage's output); return its row count."""
+        names = rows.column_names if isinstance(rows, pa.Table) else list(rows)
+        if READ_RETRIES in names:
+            col = rows.column(READ_RETRIES) if isinstance(rows, pa.Table) else rows[READ_RETRIES]
+            self.read_retries += int(sum(col.to_pylist() if hasattr(col, "to_pylist") else col))
         table = conform(rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows), self.schema, self.mask)
         if not table.num_rows:
             return 0
@@ -116,7 +121,7 @@ class PartWriter:
             self.pool.shutdown(wait=True, cancel_futures=True)
         c = self.counts
         return {"rows": c["rows"], "status": dict(c["status"]), "verdict": dict(c["verdict"]),
-                "files": sorted(c["files"])}
+                "files": sorted(c["files"]), "read_retries": self.read_retries}
 
 
 # ------------------------------------------------------------------------ committed parts

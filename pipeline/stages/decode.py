@@ -12,6 +12,8 @@ import numpy as np
 from .. import registry
 from ..errors import RowError
 from ..images import EMPTY_IMAGE, open_image, read_file
+from ..io import retry
+from ..schema import READ_RETRIES
 from .base import Batch, Stage, objarray
 
 
@@ -19,6 +21,7 @@ class DecodeStage(Stage):
     name = "decode"
 
     def setup(self) -> None:
+        retry.configure(self.cfg.storage)  # this worker's retry budget for reading objects
         self.decoder = registry.create("decode", self.cfg.decode.backend, self.cfg)
 
     def process(self, batch: Batch) -> Batch:
@@ -29,6 +32,7 @@ class DecodeStage(Stage):
         width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
         images = [EMPTY_IMAGE] * n
         opened, rows = [], []
+        before = retry.counts().get("read", 0)
         for i, uri in enumerate(batch["uri"]):
             try:
                 data = read_file(str(uri), so, c.max_bytes)
@@ -45,5 +49,9 @@ class DecodeStage(Stage):
                 images[i] = got
                 height[i], width[i] = got.shape[:2]
         out = dict(batch)
+        retried = np.zeros(n, np.int64)  # reads this batch retried (storage faults), told to the driver
+        if n:
+            retried[0] = retry.counts().get("read", 0) - before
         out.update(status=status, error=error, width=width, height=height, image=objarray(images))
+        out[READ_RETRIES] = retried
         return out
