@@ -313,13 +313,30 @@ def _column(values: list) -> pa.Array:
     return arr
 
 
+def _pool():
+    """The Arrow memory pool for listings: jemalloc where pyarrow has it.  A listing is built
+    from thousands of small chunks; mimalloc (pyarrow's default) keeps the scratch of each,
+    which at a million objects costs ~80 MB of resident memory more than the table itself."""
+    global _POOL
+    if _POOL is None:
+        try:
+            _POOL = pa.jemalloc_memory_pool()
+        except (NotImplementedError, pa.ArrowNotImplementedError, AttributeError):
+            _POOL = pa.default_memory_pool()
+    return _POOL
+
+
+_POOL = None
+
+
 def entries_table(entries: List[Entry]) -> pa.Table:
     """The listing as an Arrow table: uri, size, mtime, extra.etag and extra.<manifest column>."""
+    pool = _pool()
     cols = {
-        "uri": pa.array([e.uri for e in entries], pa.string()),
-        "size": pa.array([e.size for e in entries], pa.int64()),
-        "mtime": pa.array([e.mtime for e in entries], pa.float64()),
-        ETAG: pa.array([e.etag for e in entries], pa.string()),
+        "uri": pa.array([e.uri for e in entries], pa.string(), memory_pool=pool),
+        "size": pa.array([e.size for e in entries], pa.int64(), memory_pool=pool),
+        "mtime": pa.array([e.mtime for e in entries], pa.float64(), memory_pool=pool),
+        ETAG: pa.array([e.etag for e in entries], pa.string(), memory_pool=pool),
     }
     names: dict = {}
     for e in entries:
@@ -331,7 +348,7 @@ def entries_table(entries: List[Entry]) -> pa.Table:
 
 
 def list_table(source: str, storage_options: dict | None = None, extensions: Iterable[str] = (),
-               stats: dict | None = None, chunk: int = 50_000) -> pa.Table:
+               stats: dict | None = None, chunk: int = 10_000) -> pa.Table:
     """A prefix, folder, glob or manifest listed straight into an Arrow table (built ``chunk``
     entries at a time, so that a large listing never lives as Python objects all at once)."""
     so = storage_options or {}
@@ -357,6 +374,7 @@ def list_table(source: str, storage_options: dict | None = None, extensions: Ite
             if len(buf) >= chunk:
                 tables.append(entries_table(buf))
                 buf = []
+
     tables.append(entries_table(buf))
     if stats is not None:
         stats["skipped_by_extension"] = stats.get("skipped_by_extension", 0) + skipped

@@ -166,7 +166,7 @@ def s3_defaults(options: dict) -> dict:
     off, connect and read timeouts from the policy (whatever the options set stays)."""
     o = dict(options)
     ck = dict(o.get("config_kwargs") or {})
-    ck.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
+    ck.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})  # one attempt: no retry
     ck.setdefault("connect_timeout", _policy.timeout)
     ck.setdefault("read_timeout", _policy.timeout)
     o["config_kwargs"] = ck
