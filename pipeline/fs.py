@@ -88,8 +88,12 @@ def read_json(uri: str, storage_options: dict | None = None) -> Optional[dict]:
     reached at all is an OutputError (reported before any work, exit code 2)."""
     try:
         return json.loads(read_bytes(uri, storage_options))
-    except (OSError, ValueError):  # missing, not a folder, unreadable
-        return None
+    except (OSError, ValueError) as e:  # missing, not a folder, unreadable
+        if not retry.transient(e):
+            return None
+        # the store failed (after the whole retry budget, or inside an operation that is retried
+        # as a whole): never taken for "missing"
+        raise OutputError(redact(f"cannot read {uri}: {type(e).__name__}: {e}", storage_options)) from e
     except Exception as e:  # noqa: BLE001 - endpoint, credentials
         raise OutputError(redact(f"cannot read {uri}: {type(e).__name__}: {e}", storage_options)) from e
 

@@ -165,7 +165,9 @@ def _read_plan(uri: str, so: dict) -> Optional[pa.Table]:
 
     try:
         return retry.call("read", read, what=uri)
-    except Exception:  # noqa: BLE001 - missing or unreadable: list again
+    except Exception as e:  # noqa: BLE001 - missing or unreadable: list again
+        if retry.transient(e):
+            raise OutputError(redact(f"cannot read {uri}: {type(e).__name__}: {e}", so)) from e
         return None
 
 

@@ -198,45 +198,45 @@ def test_refuse_from_stored_raw_measures():
 
 def test_nightly_rescores_or_refuses_on_a_settings_change(moto_s3, face_jpegs, ray_local):
     s3, fs = moto_s3, moto_s3.fs()
-    fs.mkdir("fp")
+    fs.mkdir("fpr")
     imgs = list(face_jpegs.items())[:8]
-    fs.pipe({f"fp/src/{n}": d for n, d in imgs})
-    out = "s3://fp/qc"
-    s1 = nightly("s3://fp/src", out, _cfg(s3), progress=False)
+    fs.pipe({f"fpr/src/{n}": d for n, d in imgs})
+    out = "s3://fpr/qc"
+    s1 = nightly("s3://fpr/src", out, _cfg(s3), progress=False)
     assert s1["rows"] == 8 and s1["fingerprint"]["scoring"] and not s1["warnings"]
-    with fs.open("fp/qc/latest/quality.parquet", "rb") as f:
+    with fs.open("fpr/qc/latest/quality.parquet", "rb") as f:
         v1 = {r["uri"]: r for r in pq.read_table(f).to_pylist()}
 
     # fusion only (e.g. after `faceqc calibrate`): re-fused from the stored rows, no image read
     refuse_cfg = _cfg(s3, fuse={"accept": 95, "review": 20})
     mark = s3.log_size()
-    s2 = nightly("s3://fp/src", out, refuse_cfg, progress=False)
-    assert s3.object_gets("fp", "src/", since=mark) == {}
+    s2 = nightly("s3://fpr/src", out, refuse_cfg, progress=False)
+    assert s3.object_gets("fpr", "src/", since=mark) == {}
     assert s2["rows_refused"] == 8 and s2["rows_scored"] == 0 and s2["settings_change"]["changed"] == \
         ["fuse.accept", "fuse.review"]
     assert any("re-fused 8 stored rows" in w and "without reading any image" in w for w in s2["warnings"])
-    with fs.open("fp/qc/latest/quality.parquet", "rb") as f:
+    with fs.open("fpr/qc/latest/quality.parquet", "rb") as f:
         v2 = {r["uri"]: r for r in pq.read_table(f).to_pylist()}
     for u, r in v2.items():
         assert r["quality"] == v1[u]["quality"] and r["run_id"] == s2["run_id"] and r["change"] == "refuse"
         want = "reject" if r["quality"] is None or r["quality"] < 20 else ("accept" if r["quality"] >= 95 else "review")
         assert r["verdict"] == want and r["fusion_fp"] == s2["fingerprint"]["fusion"]
-    assert sorted(p.rsplit("/", 1)[1] for p in fs.glob(f"fp/qc/runs/run_id={s2['run_id']}/scores/*.parquet")) == \
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.glob(f"fpr/qc/runs/run_id={s2['run_id']}/scores/*.parquet")) == \
         sorted(s2["files"]["scores"])
 
     # a scoring setting, with --keep-scores: nothing rescored, and it says so
     scoring_cfg = _cfg(s3, fuse={"accept": 95, "review": 20}, detect={"upsample_below": 300})
     mark = s3.log_size()
-    s3_ = nightly("s3://fp/src", out, scoring_cfg, progress=False, keep_scores=True)
-    assert s3_["rows"] == 0 and s3.object_gets("fp", "src/", since=mark) == {}
+    s3_ = nightly("s3://fpr/src", out, scoring_cfg, progress=False, keep_scores=True)
+    assert s3_["rows"] == 0 and s3.object_gets("fpr", "src/", since=mark) == {}
     assert any("--keep-scores" in w for w in s3_["warnings"])
     # ... and without it: every unchanged object rescored once, then nothing
     mark = s3.log_size()
-    s4 = nightly("s3://fp/src", out, scoring_cfg, progress=False)
+    s4 = nightly("s3://fpr/src", out, scoring_cfg, progress=False)
     assert s4["settings_change"]["rows_rescored"] == 8 and s4["changes"]["new"] == 0
-    assert sorted(s3.object_gets("fp", "src/", since=mark).values()) == [1] * 8
+    assert sorted(s3.object_gets("fpr", "src/", since=mark).values()) == [1] * 8
     assert any("rescored 8 unchanged objects" in w and "detect.upsample_below" in w for w in s4["warnings"])
-    s5 = nightly("s3://fp/src", out, scoring_cfg, progress=False)
+    s5 = nightly("s3://fpr/src", out, scoring_cfg, progress=False)
     assert s5["rows"] == 0 and not s5["warnings"]
 
 
@@ -315,7 +315,7 @@ def test_a_late_writer_never_reaches_what_readers_glob(tmp_path, face_jpegs, ray
     cfg = _cfg()
     s1 = nightly(str(src), out, cfg, progress=False)
     rdir = os.path.join(out, "runs", f"run_id={s1['run_id']}")
-    assert sorted(os.listdir(rdir)) == ["_plan.parquet", "_summary.json", "scores"]  # staging gone
+    assert sorted(set(os.listdir(rdir)) - {"_faceqc"}) == ["_plan.parquet", "_summary.json", "scores"]  # staging gone
     glob = f"{out}/runs/*/scores/*.parquet"
     q = "SELECT count(*) FROM read_parquet({})"
     assert duckdb.sql(q.format(repr(glob))).fetchall()[0][0] == 6

@@ -10,8 +10,10 @@ The budget comes from the ``storage`` section of the configuration (:func:`confi
 by the driver and by every worker process).  On S3, botocore's and s3fs's own retry layers are
 turned off (unless the storage options set them: :func:`s3_defaults`), so that every retry is
 faceqc's and is counted: :func:`counts` per kind (``listing``, ``read``, ``write``, ``commit``),
-plus ``gave_up`` (operations that failed after the whole budget).  Nested retried calls run
-once: only the outermost operation retries, so budgets never multiply.
+plus ``gave_up`` (operations that failed after the whole budget).  Retried calls nest: each
+request retries itself, and a whole operation (a Parquet file read as a stream, a rewrite of
+the view) is retried as a whole only when a request inside it runs out of budget or a stream
+breaks midway.
 """
 
 from __future__ import annotations
@@ -133,12 +135,14 @@ def transient(e: BaseException) -> bool:
 
 def call(kind: str, fn: Callable[..., Any], *args, what: str = "", **kw) -> Any:
     """``fn(*args, **kw)``, retried on transient failures within the budget; each retry is
-    counted under ``kind``.  Inside another retried call it runs once (the outer one retries)."""
-    if getattr(_local, "depth", 0):
-        return fn(*args, **kw)
+    counted under ``kind``.  Calls nest: the requests inside a whole operation (a view rewrite,
+    a Parquet file read as a stream) retry themselves, and the operation is retried as a whole
+    only when one of them runs out of budget or a stream breaks midway.  ``gave_up`` counts the
+    outermost operations that failed after their whole budget."""
     p = _policy
     attempt = 0
-    _local.depth = 1
+    depth = getattr(_local, "depth", 0)
+    _local.depth = depth + 1
     try:
         while True:
             try:
@@ -147,9 +151,10 @@ def call(kind: str, fn: Callable[..., Any], *args, what: str = "", **kw) -> Any:
                 if not transient(e):
                     raise
                 if attempt >= p.retries:
-                    count("gave_up")
-                    log.warning("storage: %s%s failed after %d retries: %s: %s", kind, f" of {what}" if what else "",
-                                attempt, type(e).__name__, str(e)[:200])
+                    if depth == 0:
+                        count("gave_up")
+                        log.warning("storage: %s%s failed after %d retries: %s: %s", kind,
+                                    f" of {what}" if what else "", attempt, type(e).__name__, str(e)[:200])
                     raise
                 delay = p.delay(attempt)
                 count(kind)
@@ -158,7 +163,7 @@ def call(kind: str, fn: Callable[..., Any], *args, what: str = "", **kw) -> Any:
                 attempt += 1
                 time.sleep(delay)
     finally:
-        _local.depth = 0
+        _local.depth = depth
 
 
 def s3_defaults(options: dict) -> dict:

@@ -195,7 +195,8 @@ def changed_settings(old: Optional[dict], new: dict) -> List[str]:
     rescoring or re-fusing is for (resources, output and storage settings change no score)."""
     if not old:
         return []
-    a, b = _flat(old.get("settings")), _flat(new.get("settings"))
+    plain = lambda x: json.loads(json.dumps(x, default=str))  # noqa: E731 - tuples and lists alike
+    a, b = _flat(plain(old.get("settings"))), _flat(plain(new.get("settings")))
     skip = ("input.storage_options", "output.", "storage.")
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(skip)
                   and ".resources." not in k and k != "profile")
@@ -483,7 +484,12 @@ def _new_plan(source: str, out: str, cfg: Config, run_id: str, base: Optional[st
     base_fp = run_fingerprint(read_json(join_uri(run_dir(out, base), SUMMARY_NAME), so)) if base else None
     state = retry.call("read", view_keys, out, so, base_fp, what="latest view")
     plan = diff(listing, state, None if keep_scores else fp)
-    settings = {"since_run": base, "changed": changed_settings(base_fp, fp),
+    changed, since = changed_settings(base_fp, fp), base
+    redo = plan.filter(pc.is_in(plan.column("change"), value_set=pa.array(["rescore", "refuse"])))
+    if redo.num_rows and not changed:  # rows kept (--keep-scores) from a run before the last one
+        since = redo.column("prev_run_id")[0].as_py()
+        changed = changed_settings(run_fingerprint(read_json(join_uri(run_dir(out, since), SUMMARY_NAME), so)), fp)
+    settings = {"since_run": since, "changed": changed,
                 "scoring_changed": bool(base_fp) and base_fp.get("scoring") != fp["scoring"],
                 "fusion_changed": bool(base_fp) and base_fp.get("fusion") != fp["fusion"],
                 "known": base_fp is not None or base is None, "keep_scores": keep_scores, **count_settings(plan)}
