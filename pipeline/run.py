@@ -226,7 +226,8 @@ def score(todo: pa.Table, out: str, cfg: Config, schema: pa.Schema, address: Opt
     nodes = alive_nodes()
     try:
         counter = work_counter()
-    except Exception:  # noqa: BLE001 - the count of redone rows is informative only
+    except Exception as e:  # noqa: BLE001 - the count of redone rows is informative only
+        log.warning("cannot count the rows Ray redoes: %s: %s", type(e).__name__, e)
         counter = None
     ds = ray_dataset(todo, cfg, counter)
     writer = PartWriter(out, schema, cfg.input.storage_options, cfg.output.compression)
@@ -243,9 +244,10 @@ def score(todo: pa.Table, out: str, cfg: Config, schema: pa.Schema, address: Opt
     started = None
     if counter is not None:
         try:
-            started = ray.get(counter.total.remote(), timeout=30)
+            started = ray.get(counter.total.remote(), timeout=60)
             ray.kill(counter)
-        except Exception:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001
+            log.warning("cannot count the rows Ray redid: %s: %s", type(e).__name__, str(e)[:300])
             started = None
     now = alive_nodes()
     lost = sorted(addr for node, addr in nodes.items() if node not in now)
