@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from . import SCHEMA_VERSION, __version__
 from .config import Config
-from .errors import InputError, OutputError, errors_as
+from .errors import FaceqcError, InputError, OutputError, errors_as
 from .executor import alive_nodes, check_ray, init_ray, ray_dataset, work_counter
 from .fs import get_fs, invalidate, join_uri, read_json, redact, write_json
 from .io import retry
@@ -266,7 +266,12 @@ def run(sources: Sequence[str], out: str, cfg: Config, limit: Optional[int] = No
     check_installed(cfg)
     retry.configure(cfg.storage)
     with run_lock(out, cfg, "faceqc score") as lock:  # before any work: one run per output
-        return _run(sources, out, cfg, limit, address, overwrite, progress, lock)
+        try:
+            return _run(sources, out, cfg, limit, address, overwrite, progress, lock)
+        except Exception as e:
+            if retry.transient(e) and not isinstance(e, FaceqcError):
+                raise retry.exhausted(e, f"faceqc score {out}", cfg.input.storage_options) from e
+            raise
 
 
 def _run(sources, out, cfg, limit, address, overwrite, progress, lock) -> dict:

@@ -304,6 +304,18 @@ def test_nightly_survives_throttling_resets_and_timeouts(moto_s3, face_jpegs, ra
     print(f"faults injected {injected}; retries counted {st['retries']}")
 
 
+def test_a_store_that_keeps_failing_is_one_line_and_exit_2(moto_s3, tmp_path, capsys):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("storage: {retries: 2, backoff_base: 0.01, backoff_cap: 0.02, timeout: 2}\n")
+    with FaultProxy(moto_s3.url, slowdown=1.0) as px:
+        so = dict(moto_s3.storage_options, client_kwargs={"endpoint_url": px.url})
+        rc = main(["nightly", "--source", "s3://nowhere-src/a", "--out", "s3://nowhere-out/qc", "--config", str(conf),
+                   "--storage-options", json.dumps(so)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and px.injected["slowdown"] >= 3  # the first try and 2 retries at least
+    assert err[0].startswith("faceqc: error: output s3://nowhere-out/qc") and "reduce your request rate" in err[0]
+
+
 # ---------------------------------------------------------------- 5. readers and late writers
 def test_a_late_writer_never_reaches_what_readers_glob(tmp_path, face_jpegs, ray_local):
     import duckdb
@@ -328,7 +340,8 @@ def test_a_late_writer_never_reaches_what_readers_glob(tmp_path, face_jpegs, ray
         os.path.join(rdir, "scores", n) for n in os.listdir(os.path.join(rdir, "scores")) if n.endswith(".parquet"))
     (src / "new.jpg").write_bytes(list(face_jpegs.values())[7])
     s2 = nightly(str(src), out, cfg, progress=False)
-    assert s2["rows"] == 1 and not os.path.exists(late)  # the next run cleans it up
+    assert s2["rows"] == 1 and not os.path.exists(late)  # the next run cleans it up, and says so
+    assert s2["late_writes_removed"] == 1 and any("after that run committed" in w for w in s2["warnings"])
     assert duckdb.sql(q.format(repr(glob))).fetchall()[0][0] == 7
 
 

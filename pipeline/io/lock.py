@@ -313,6 +313,8 @@ class RunLock:
         except (LockHeld, RunError):
             raise
         except Exception as e:  # noqa: BLE001 - the store itself
+            if retry.transient(e):
+                raise retry.exhausted(e, f"cannot take the lock {self.uri}", self.so) from e
             raise OutputError(redact(f"cannot take the lock {self.uri}: {type(e).__name__}: {e}", self.so)) from e
 
     def _acquire(self) -> "RunLock":

@@ -228,3 +228,14 @@ class RetryingFileSystem:
 
     def __repr__(self) -> str:
         return f"RetryingFileSystem({self._fs!r})"
+
+
+def exhausted(e: BaseException, what: str, storage_options: Optional[dict] = None):
+    """The one-line error for an operation whose store kept failing after the whole budget
+    (an OutputError, exit code 2; the run stays unfinished and resumes when started again)."""
+    from ..errors import OutputError
+    from ..fs import redact
+
+    msg = (f"{what}: the store kept failing after {_policy.retries} retries ({type(e).__name__}: "
+           f"{str(e)[:200]}); nothing committed is lost: start the run again to finish it")
+    return OutputError(redact(msg, storage_options))

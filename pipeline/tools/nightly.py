@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..config import Config
-from ..errors import OutputError, RunError, errors_as
+from ..errors import FaceqcError, OutputError, RunError, errors_as
 from ..io import retry
 from ..io.lock import run_lock
 from ..modelstore import model_digests
@@ -613,7 +613,12 @@ def nightly(source: str, out: str, cfg: Config, address: Optional[str] = None, p
     retry.configure(cfg.storage)
     _check_paths(source, out, so)
     with run_lock(out, cfg, "faceqc nightly") as lock:  # before any work: one run per output
-        return _nightly(source, out, cfg, address, progress, now, keep_scores, lock)
+        try:
+            return _nightly(source, out, cfg, address, progress, now, keep_scores, lock)
+        except Exception as e:
+            if retry.transient(e) and not isinstance(e, FaceqcError):
+                raise retry.exhausted(e, f"faceqc nightly {out}", so) from e
+            raise
 
 
 def _nightly(source, out, cfg, address, progress, now, keep_scores, lock) -> dict:
@@ -623,8 +628,11 @@ def _nightly(source, out, cfg, address, progress, now, keep_scores, lock) -> dic
     runs = list_runs(out, so)
     committed = [r["run_id"] for r in runs if r["committed"]]
     refresh_view(out, cfg, committed)  # a job killed between commit and view update
+    late = 0
     if committed and _exists(join_uri(run_dir(out, committed[-1]), STAGING), so):
-        _rm_tree(join_uri(run_dir(out, committed[-1]), STAGING), so)  # a killed attempt's late writes
+        # a killed attempt's writes that landed after its run committed: never seen by readers
+        late = len([n for n in list_names(join_uri(run_dir(out, committed[-1]), STAGING), so) if n.endswith(".parquet")])
+        _rm_tree(join_uri(run_dir(out, committed[-1]), STAGING), so)
 
     pending = [r["run_id"] for r in runs if not r["committed"] and (not committed or r["run_id"] > committed[-1])]
     run_id = pending[-1] if pending else _new_run_id([r["run_id"] for r in runs], now)
@@ -684,7 +692,11 @@ def _nightly(source, out, cfg, address, progress, now, keep_scores, lock) -> dic
     summary["storage"] = storage_facts(before, worker_reads)
     summary["cluster"] = scored.get("cluster") or cluster_facts({})
     summary["lock"] = lock.summary()
+    summary["late_writes_removed"] = late
     summary["warnings"] = settings_lines(summary) + failure_lines(summary)
+    if late:
+        summary["warnings"].append(f"removed {late} part files that a killed attempt of run {committed[-1]} wrote "
+                                   f"after that run committed (in its _staging/, never read)")
     lock.check()
     write_json(join_uri(rdir, SUMMARY_NAME), summary, so)  # the commit
     t = time.time()
