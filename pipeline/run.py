@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import os
 import logging
 import platform
 import time
@@ -28,7 +29,7 @@ from . import SCHEMA_VERSION, __version__
 from .config import Config
 from .errors import FaceqcError, InputError, OutputError, errors_as
 from .executor import alive_nodes, check_ray, init_ray, ray_dataset, work_counter
-from .fs import get_fs, invalidate, join_uri, read_json, redact, write_json
+from .fs import get_fs, invalidate, is_local, join_uri, local_path, read_json, redact, write_json
 from .io import retry
 from .io.listing import list_sources
 from .io.lock import run_lock
@@ -265,6 +266,12 @@ def run(sources: Sequence[str], out: str, cfg: Config, limit: Optional[int] = No
     check_ray(address)
     check_installed(cfg)
     retry.configure(cfg.storage)
+    if is_local(out):  # the lock lives in --out: it must be a folder that can be written
+        path = local_path(out)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise OutputError(f"output {out} exists and is not a directory")
+        with errors_as(OutputError, f"output {out} is not writable"):
+            os.makedirs(path, exist_ok=True)
     with run_lock(out, cfg, "faceqc score") as lock:  # before any work: one run per output
         try:
             return _run(sources, out, cfg, limit, address, overwrite, progress, lock)

@@ -269,6 +269,7 @@ def test_every_fault_is_retried_once_and_counted(moto_s3):
         assert got["gave_up"] == 0
         assert sum(v for k, v in got.items() if k != "gave_up") == injected, (got, px.injected)
         assert got["listing"] >= 0 and got["read"] > 0 and got["commit"] > 0
+        print(f"requests {px.requests}, faults injected {dict(px.injected)}, retries counted {got}")
     finally:
         retry.configure(saved)
 

@@ -730,8 +730,9 @@ def summary_text(s: dict) -> str:
     lines = [f"faceqc nightly {s['run_id']}: {s['source']} -> {s['output']}",
              f"  listed {s['listed']}: new {c.get('new', 0)}, changed {c.get('changed', 0)}, "
              f"retry {c.get('retry', 0)}, deleted {c.get('deleted', 0)}, unchanged {s['unchanged']}",
-             f"  scored {s['rows']} in {s['seconds']['scoring']} s"
-             + (f" ({s['images_per_second']} images/s)" if s.get("images_per_second") else ""),
+             f"  scored {s.get('rows_scored', s['rows'])} in {s['seconds']['scoring']} s"
+             + (f" ({s['images_per_second']} images/s)" if s.get("images_per_second") else "")
+             + (f"; re-fused {s['rows_refused']} stored rows" if s.get("rows_refused") else ""),
              "  status : " + (", ".join(f"{k} {v}" for k, v in sorted(s["status_counts"].items())) or "-")]
     v = s.get("view") or {}
     if v:
