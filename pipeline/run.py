@@ -266,6 +266,9 @@ def run(sources: Sequence[str], out: str, cfg: Config, limit: Optional[int] = No
     check_ray(address)
     check_installed(cfg)
     retry.configure(cfg.storage)
+    for src in list(sources) + [out]:  # every store's filesystem package, before --out is touched
+        if not is_local(src):
+            get_fs(src, cfg.input.storage_options)
     if is_local(out):  # the lock lives in --out: it must be a folder that can be written
         path = local_path(out)
         if os.path.exists(path) and not os.path.isdir(path):

@@ -43,6 +43,7 @@ and lists are derived from committed runs only and are brought up to date first 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -527,6 +528,7 @@ def refuse(out: str, uris: pa.Array, cfg: Config, dest: str, batch_rows: int = 6
     t0 = time.time()
     fs, path = get_fs(join_uri(join_uri(out, LATEST), VIEW_NAME), so)
     files, rows = [], 0
+    status, verdict = collections.Counter(), collections.Counter()
     want = pa.array(uris, pa.string()) if not isinstance(uris, pa.Array) else uris
     with fs.open(path, "rb") as f:
         for b in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
@@ -543,7 +545,10 @@ def refuse(out: str, uris: pa.Array, cfg: Config, dest: str, batch_rows: int = 6
             write_table_atomic(join_uri(dest, name), t, so, cfg.output.compression)
             files.append(name)
             rows += t.num_rows
-    done = {"files": files, "rows": rows, "seconds": round(time.time() - t0, 3)}
+            status.update(t.column("status").to_pylist())
+            verdict.update(t.column("verdict").to_pylist())
+    done = {"files": files, "rows": rows, "seconds": round(time.time() - t0, 3), "status_counts": dict(status),
+            "verdict_counts": dict(verdict)}
     write_json(join_uri(dest, REFUSED_MARKER), done, so)
     return done
 
@@ -611,6 +616,8 @@ def nightly(source: str, out: str, cfg: Config, address: Optional[str] = None, p
     check_ray(address)
     check_installed(cfg)
     retry.configure(cfg.storage)
+    if not is_local(source):
+        get_fs(source, so)  # its filesystem package, before --out is touched
     _check_paths(source, out, so)
     with run_lock(out, cfg, "faceqc nightly") as lock:  # before any work: one run per output
         try:
@@ -677,7 +684,9 @@ def _nightly(source, out, cfg, address, progress, now, keep_scores, lock) -> dic
         "skipped_by_extension": header.get("skipped_by_extension", 0),
         "rows": scored["rows"] + refused.get("rows", 0), "rows_scored": scored["rows"],
         "rows_refused": refused.get("rows", 0),
-        "status_counts": scored["status_counts"], "verdict_counts": scored["verdict_counts"],
+        "status_counts": dict(collections.Counter(scored["status_counts"]) + collections.Counter(refused.get("status_counts", {}))),
+        "verdict_counts": dict(collections.Counter(scored["verdict_counts"])
+                               + collections.Counter(refused.get("verdict_counts", {}))),
         "files": {"plan": PLAN_NAME, "scores": list(scored["files"]) + list(refused.get("files", [])),
                   "scores_dir": SCORES, "deleted": deleted_file},
         "resume": scored.get("resume"),
