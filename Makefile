@@ -10,7 +10,7 @@ LOCK := constraints.txt
 BASE := $(VENV)/.faceqc-base
 TEST := $(VENV)/.faceqc-test
 # every extra, and the mixes the README documents
-EXTRAS := "" s3 gcs azure cluster prod pyiqa samples test s3,cluster test,prod gcs,azure
+EXTRAS := "" s3 gcs azure cluster prod pyiqa samples video test s3,cluster test,prod gcs,azure
 
 .PHONY: demo test test-fast bench env check-installs clean
 

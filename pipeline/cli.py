@@ -1,4 +1,4 @@
-"""`faceqc` command line: score, explain, demo, bench, report, calibrate, nightly."""
+"""`faceqc` command line: score, explain, demo, bench, report, calibrate, nightly, models, export."""
 
 from __future__ import annotations
 
@@ -64,6 +64,12 @@ def cmd_explain(args) -> int:
     entries = expand_inputs([args.image], cfg.input.storage_options)
     if len(entries) != 1:
         raise InputError(f"explain takes one image; {args.image} holds {len(entries)} files")
+    from .video.decode import is_video
+
+    if is_video(entries[0].uri, cfg):  # a clip: shots, tracks, per-frame quality (pipeline/video/explain.py)
+        from .video.explain import cmd_explain_clip
+
+        return cmd_explain_clip(args, cfg, entries[0])
     row = LocalExecutor(cfg).score_entries(entries).to_pylist()[0]
     if args.json:
         print(json.dumps(row, indent=2, default=str))
@@ -188,9 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(s)
     s.set_defaults(func=cmd_score)
 
-    e = sub.add_parser("explain", help="score one image without Ray and explain every component")
-    e.add_argument("image")
-    e.add_argument("--save", metavar="PNG", help="write an annotated copy (boxes, landmarks, pose axes, scores)")
+    e = sub.add_parser("explain", help="score one image or video clip without Ray and explain every component")
+    e.add_argument("image", help="an image, or a video clip (shots, tracks and per-frame quality)")
+    e.add_argument("--save", metavar="PNG", help="write an annotated copy (boxes, landmarks, pose axes, scores); "
+                                                  "for a clip, its timeline (quality per track over time, shot cuts)")
     e.add_argument("--json", action="store_true", help="print the output row as JSON")
     _add_config_args(e)
     e.set_defaults(func=cmd_explain)
@@ -238,7 +245,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(n)
     n.set_defaults(func=cmd_nightly)
     _add_models_parser(sub)
+    _add_export_parser(sub)
     return p
+
+
+def _add_export_parser(sub) -> None:
+    from .tools.export import cmd_export
+
+    x = sub.add_parser("export", help="write FFHQ-aligned face crops of accepted images and of the best "
+                                      "frames of accepted clip tracks, with a manifest")
+    x.add_argument("out", metavar="DST", help="a 'faceqc score --out' directory or URI")
+    x.add_argument("--faces", required=True, metavar="OUT", help="folder or bucket prefix for the crops")
+    x.add_argument("--size", type=int, help="crop side in pixels (default: export.size, 512)")
+    x.add_argument("--verdict", default="accept", help="comma-separated verdicts to export (default accept)")
+    _add_config_args(x)
+    x.set_defaults(func=cmd_export)
 
 
 def _add_models_parser(sub) -> None:

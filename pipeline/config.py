@@ -112,6 +112,10 @@ class DecodeConfig(_Section):
 
 class DetectConfig(_Section):
     detector: str = "dlib_hog"  # dlib_hog | dlib_mmod | scrfd (insightface pack, ONNX)
+    # dense landmarks for true head pose and eye / mouth openness, where the detector gives only 5
+    # points: dlib68 (dlib's 68-point model: its training data, iBUG 300-W, is non-commercial) |
+    # none (the commercially clean profile: pose from the 5 points, pitch not judged)
+    dense_landmarks: str = "dlib68"
     # scrfd: an insightface pack directory (buffalo_l layout) or the detector .onnx (path or URI)
     model: str = ""
     pose_model: str = ""  # scrfd: 1k3d68.onnx (path or URI); taken from the pack directory if empty
@@ -166,14 +170,79 @@ class IQAConfig(_Section):
         return v
 
 
+_SHA256 = r"^([0-9a-fA-F]{64})?$"
+
+
+class SERFIQConfig(_Section):
+    """SER-FIQ (Terhörst et al., CVPR 2020) on an ArcFace-like ONNX recognition model: the graph is
+    split at the input of its final fully connected layer; the backbone runs once per face, the
+    head ``passes`` times with dropout masks on its input (the same ``passes`` masks, drawn from
+    ``seed``, for every face).  Off while ``model`` is empty."""
+
+    model: str = ""  # registry name, local path or URI of the recognition model (.onnx)
+    sha256: str = Field("", pattern=_SHA256)
+    passes: int = Field(100, ge=2, le=10_000)  # m, the stochastic forward passes (paper: 100)
+    dropout: float = Field(0.5, gt=0, lt=1)  # dropout rate on the head's input (paper: 0.5)
+    seed: int = Field(0, ge=0)  # the dropout masks' seed: same seed, same scores
+    # input contract of the recognition model (size, colour, scale, mean, std), over the registry's
+    # "serfiq" entry: insightface's ArcFace convention (RGB, (x - 127.5) / 127.5, 112 px)
+    contract: Dict[str, Any] = Field(default_factory=dict)
+
+
+class SDDFIQAConfig(_Section):
+    """SDD-FIQA (Ou et al., CVPR 2021), the authors' released regression network exported to ONNX,
+    with the registry's "sdd-fiqa" input contract.  Off while ``model`` is empty."""
+
+    model: str = ""  # local path or URI of the exported .onnx (see README for the export)
+    sha256: str = Field("", pattern=_SHA256)
+
+
+class RestorationConfig(_Section):
+    """Restoration consistency (FaceQgen's idea): how much a face-restoration model changes the
+    primary face's FFHQ-aligned crop (``face_crop_target``).  Off while ``model`` is empty."""
+
+    model: str = ""  # local path or URI of a face-restoration .onnx (GFPGAN, CodeFormer, GPEN...)
+    sha256: str = Field("", pattern=_SHA256)
+    size: int = Field(512, ge=16, le=2048)  # the model's input side (the crop is resized to it)
+    colour: Literal["RGB", "BGR"] = "RGB"  # channel order the model eats and returns
+    # the model input's values for pixel 0 and pixel 255 (GFPGAN, CodeFormer, GPEN: [-1, 1])
+    range: Tuple[Number, Number] = (-1.0, 1.0)
+    output_range: Tuple[Number, ...] = ()  # the output's values for black and white; empty: as range
+    # further model inputs fed as constants, e.g. {weight: 0.5} for CodeFormer's fidelity weight
+    extra_inputs: Dict[str, float] = Field(default_factory=dict)
+    # how much the restoration differs from the crop (see README): gmsd (gradient magnitude
+    # similarity deviation, 0 = unchanged) or ssim (1 = unchanged)
+    metric: Literal["gmsd", "ssim"] = "gmsd"
+    # [metric value scored 0, metric value scored 100], linear between, clipped; empty: the metric's
+    # default (gmsd: [0.2, 0.0], ssim: [0.8, 1.0]; how they were chosen: README)
+    score_range: Tuple[Number, ...] = ()
+
+    @field_validator("range", "output_range", "score_range")
+    @classmethod
+    def _pair(cls, v):
+        if v and (len(v) != 2 or v[0] == v[1]):
+            raise ValueError("must be empty or a pair of two different numbers")
+        return v
+
+
 class FIQAConfig(_Section):
-    backend: str = "dlib_stability"  # dlib_stability | onnx | none
+    # the primary method (components recognisability / fiqa_model): dlib_stability | onnx | none
+    backend: str = "dlib_stability"
     model: str = ""  # onnx: registry name, local path or URI (s3://, gs://, https://)
     sha256: str = Field("", pattern=r"^([0-9a-fA-F]{64})?$")  # verified before loading
     contract: Dict[str, Any] = Field(default_factory=dict)  # onnx input contract, overrides the registry's
     contract_from: str = ""  # take the contract of this registry model (e.g. arcface-embedding-norm)
     all_faces: bool = False  # score every face, not only the primary one (slow on CPU)
+    # methods that run beside the primary one, each its own component; each is off while its
+    # model is empty
+    serfiq: SERFIQConfig = Field(default_factory=SERFIQConfig)
+    sdd_fiqa: SDDFIQAConfig = Field(default_factory=SDDFIQAConfig)
+    restoration: RestorationConfig = Field(default_factory=RestorationConfig)
     resources: Resources = _resources(num_cpus=1.0, batch_size=16)
+
+
+# the face-quality methods that run beside fiqa.backend, each when its model is set: backend names
+FIQA_METHODS = ("serfiq", "sdd_fiqa", "restoration")
 
 
 class Curve(_Section):
@@ -223,6 +292,55 @@ def _default_curves() -> Dict[str, Curve]:
         "fiqa_model": Curve(direction="low", start=50.0, full=10.0, weight=1.5, reason="low_face_quality"),
         # deep IQA model (iqa.model_backend timm / pyiqa) on the aligned face, mapped to 0-100
         "iqa_model": Curve(direction="low", start=50.0, full=10.0, weight=1.5, reason="low_perceptual_quality"),
+        # --- the primary face as a reviewer sees it (pipeline/regions.py, pipeline/measures.py)
+        # detail: blur sigma (px) of the face's strongest edges at the resolution it is used at
+        # (detect.target_size; a smaller face at its own): defocus, motion, upscaling, codecs
+        "detail": Curve(direction="high", start=2.0, full=6.0, weight=2.3, reason="blurry"),
+        # pixelation: blocks on a grid of any period in un-resampled pixels (1.0 = none)
+        "pixelation": Curve(direction="high", start=2.5, full=8.0, weight=2.3, reason="pixelated"),
+        # banding: share of empty levels in the face's histogram (posterisation)
+        "banding": Curve(direction="high", start=0.25, full=0.85, weight=2.3, reason="banding"),
+        # interlacing: vertical over horizontal Nyquist energy (1.0 = none)
+        "interlacing": Curve(direction="high", start=1.8, full=5.0, weight=2.3, reason="interlaced"),
+        # colour noise: band-pass chroma of the skin (a*b* units)
+        "colour_noise": Curve(direction="high", start=4.0, full=9.0, weight=2.3, reason="colour_noise"),
+        # haze: the face's black level (0..1; veiling glare, fog, a washed-out photo)
+        "haze": Curve(direction="high", start=0.45, full=0.7, weight=2.3, reason="hazy"),
+        # framing: share of the face's FFHQ crop outside the image (cut by the frame)
+        "framing": Curve(direction="high", start=0.05, full=0.35, weight=2.3, reason="cut_off"),
+        # eyes visible: lightness spread inside the less visible eye over the skin's lightness
+        "eyes_visible": Curve(direction="low", start=0.25, full=0.06, weight=2.3, reason="eyes_hidden"),
+        # glare: share of the eyes near white (L* >= 90: specular glare, blown-out highlights)
+        "glare": Curve(direction="high", start=0.04, full=0.3, weight=2.3, reason="glare"),
+        # lower face: share of it that is not skin (mask, microphone, object)
+        "lower_face": Curve(direction="high", start=0.15, full=0.6, weight=2.3, reason="lower_face_covered"),
+        # colour: a*b* distance of the skin's colour from the region of natural skin colours
+        "colour": Curve(direction="high", start=1.0, full=15.0, weight=2.3, reason="unnatural_colour"),
+        # illumination: lightness difference of the face's halves over their mean
+        "illumination": Curve(direction="high", start=0.3, full=0.65, weight=2.3, reason="uneven_light"),
+        # eyes open: eye aspect ratio of the nearer eye from dense landmarks, pose-corrected
+        # (~0.25-0.35 open, ~0.17 in a broad smile, < 0.1 closed)
+        "eyes_open": Curve(direction="low", start=0.14, full=0.06, weight=2.3, reason="eyes_closed"),
+        # mouth open: inner-lip gap over mouth width (0 closed): reported, judged only where a team
+        # wants neutral frames (give it a weight); talking heads speak
+        "mouth_open": Curve(direction="high", start=0.15, full=0.5, weight=0.0, reason="mouth_open"),
+        # hard pose limits (degrees), on top of OFIQ's cos² mapping (fuse.pose_weights)
+        "yaw_limit": Curve(direction="high", start=30.0, full=60.0, weight=2.3, reason="pose_yaw"),
+        "pitch_limit": Curve(direction="high", start=20.0, full=45.0, weight=2.3, reason="pose_pitch"),
+        "roll_limit": Curve(direction="high", start=30.0, full=60.0, weight=2.3, reason="pose_roll"),
+        # SER-FIQ (fiqa.serfiq): 2·sigmoid(-mean embedding distance), 1 = perfectly stable.  On
+        # ArcFace the authors rescale it by sigmoid(130 (q - 0.88)) (their reference code): the
+        # curve starts where that rescaling gives 0.93 (q = 0.90) and is full where it gives
+        # 0.07 (q = 0.86).  Another recognition model spreads q differently: calibrate.
+        "serfiq": Curve(direction="low", start=0.90, full=0.86, weight=1.5, reason="low_serfiq"),
+        # SDD-FIQA (fiqa.sdd_fiqa): the model regresses pseudo-labels min-max normalised to 0-100
+        # over its training set (MS1M), so 0 and 100 are that set's extremes and most faces lie
+        # between: no penalty above 40, full at 10 (a starting point, not fitted: calibrate)
+        "sdd_fiqa": Curve(direction="low", start=40.0, full=10.0, weight=1.5, reason="low_sdd_fiqa"),
+        # restoration consistency (fiqa.restoration): similarity of the face and its restoration
+        # mapped to 0-100 by fiqa.restoration.score_range; as fiqa_model / iqa_model
+        "restoration": Curve(direction="low", start=50.0, full=10.0, weight=1.5,
+                             reason="low_restoration_consistency"),
     }
 
 
@@ -231,10 +349,11 @@ CURVE_NAMES = tuple(_default_curves())
 
 class PoseWeights(_Section):
     """Exponents on OFIQ's head-pose mapping 100·max(0, cos θ)² (0 = not judged).  Pitch from 5
-    landmarks is too weak to judge by (see geometry.head_pose_dlib5)."""
+    landmarks is too weak to judge by (see geometry.head_pose_dlib5): the commercially clean
+    profile, which has no dense landmarks, gives it 0."""
 
     yaw: Number = Field(1.0, ge=0)
-    pitch: Number = Field(0.0, ge=0)
+    pitch: Number = Field(1.0, ge=0)
     roll: Number = Field(1.0, ge=0)
 
 
@@ -262,6 +381,77 @@ class FuseConfig(_Section):
         if self.review > self.accept:
             raise ValueError(f"thresholds need review ({self.review:g}) <= accept ({self.accept:g})")
         return self
+
+
+def _default_clip_rules() -> Dict[str, Curve]:
+    # raw measures of a clip's primary track (pipeline/video/tracks.py); each maps to a penalty as
+    # the fusion curves do, and the clip's quality is the track's mean quality times them all
+    return {
+        # share of the clip's sampled frames the primary track covers
+        "coverage": Curve(direction="low", start=0.8, full=0.3, weight=2.3, reason="low_coverage"),
+        # the primary track's lowest frame quality (0-100)
+        "quality_min": Curve(direction="low", start=35.0, full=5.0, weight=1.2, reason="low_min_quality"),
+        # share of sampled frames with a second face at least fuse.multiple_faces_ratio as large
+        "multiple_faces": Curve(direction="high", start=0.1, full=0.5, weight=2.3, reason="multiple_faces"),
+        # yaw / pitch range (max - min, degrees) over the primary track
+        "yaw_range": Curve(direction="high", start=40.0, full=90.0, weight=2.3, reason="pose_range"),
+        "pitch_range": Curve(direction="high", start=30.0, full=60.0, weight=0.0, reason="pose_range"),
+        # head motion: 90th percentile of the face's landmark motion between sampled frames, in
+        # inter-eye distances per second
+        "head_motion": Curve(direction="high", start=1.5, full=6.0, weight=2.3, reason="unstable_head"),
+        # identity change: cosine distance between the primary track's mean face embedding and
+        # that of another track covering at least video.identity_min_share of the clip (only where
+        # the profile computes embeddings: the offline profile's dlib embedding)
+        "identity_change": Curve(direction="high", start=0.03, full=0.07, weight=2.3, reason="identity_change"),
+    }
+
+
+CLIP_RULE_NAMES = tuple(_default_clip_rules())
+
+
+class VideoConfig(_Section):
+    """Video clips (mp4, mov, mkv, webm, avi; recognised by content): sampling, shots, tracks and
+    the clip's verdict (see pipeline/video/)."""
+
+    fps: float = Field(2.0, gt=0, le=120)  # frames sampled per second of video
+    # at most this many frames per clip: a longer clip is sampled more sparsely, evenly
+    max_frames: int = Field(600, ge=1)
+    # a shot cut: the mean absolute change of a 64x36 grey thumbnail between two decoded frames
+    # (0..1) above this, and at least shot_ratio times the median change of the frames before
+    shot_threshold: float = Field(0.12, gt=0, le=1)
+    shot_ratio: float = Field(3.0, ge=1)
+    # guards: larger or longer clips get the status too_large before any frame is decoded
+    max_pixels: int = Field(36_000_000, ge=1)
+    max_duration_s: float = Field(4 * 3600.0, gt=0)
+    # tracking: a face joins a track when its box overlaps the track's last box by this IoU, or
+    # its landmarks moved by at most max_motion inter-eye distances; never across a shot cut,
+    # never over more than max_gap sampled frames without the face
+    track_iou: float = Field(0.3, ge=0, le=1)
+    track_max_motion: float = Field(3.0, gt=0)
+    track_max_gap: int = Field(2, ge=1)
+    # where embeddings exist, two faces whose cosine similarity is below this are never linked
+    track_min_similarity: float = Field(0.85, ge=-1, le=1)
+    identity_min_share: float = Field(0.15, gt=0, le=1)  # tracks this long count for identity_change
+    rules: Dict[str, Curve] = Field(default_factory=_default_clip_rules)
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _known_rules(cls, v):
+        if not isinstance(v, dict):
+            return v
+        unknown = sorted(set(v) - set(CLIP_RULE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown clip rule '{unknown[0]}' (known: {', '.join(CLIP_RULE_NAMES)})")
+        return v
+
+
+class ExportConfig(_Section):
+    """`faceqc export --faces`: FFHQ-aligned face crops (pipeline/tools/export.py)."""
+
+    size: int = Field(512, ge=16, le=4096)  # crop side in pixels
+    margin: float = Field(1.0, ge=0.5, le=4.0)  # >1 shows more around FFHQ's framing
+    format: Literal["png", "jpg"] = "png"
+    jpeg_quality: int = Field(95, ge=1, le=100)
 
 
 class OutputConfig(_Section):
@@ -315,6 +505,8 @@ class Config(_Section):
     fiqa: FIQAConfig = Field(default_factory=FIQAConfig)
     fuse: FuseConfig = Field(default_factory=FuseConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    video: VideoConfig = Field(default_factory=VideoConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
 
     def to_dict(self, redact: bool = True) -> dict:
@@ -327,12 +519,17 @@ class Config(_Section):
     def backends(self) -> list:
         """(stage, backend name, the setting that names it) of every backend this configuration
         runs, in pipeline order; the registry (:mod:`pipeline.registry`) knows what each is."""
-        out = [("decode", self.decode.backend, "decode.backend"), ("detect", self.detect.detector, "detect.detector"),
-               ("iqa", self.iqa.backend, "iqa.backend")]
+        out = [("decode", self.decode.backend, "decode.backend"), ("detect", self.detect.detector, "detect.detector")]
+        if self.detect.dense_landmarks != "none" and self.detect.detector != "scrfd":
+            out.append(("landmarks", self.detect.dense_landmarks, "detect.dense_landmarks"))
+        out.append(("iqa", self.iqa.backend, "iqa.backend"))
         if self.iqa.model_backend != "none":
             out.append(("iqa", self.iqa.model_backend, "iqa.model_backend"))
         if self.fiqa.backend != "none":
             out.append(("fiqa", self.fiqa.backend, "fiqa.backend"))
+        for name in FIQA_METHODS:
+            if getattr(self.fiqa, name).model:
+                out.append(("fiqa", name, f"fiqa.{name}.model"))
         return out
 
     def fingerprint(self) -> str:
@@ -375,6 +572,10 @@ PROFILES: Dict[str, dict] = {
     # per face) and without detection retries: ~5x faster; misses more rolled / dark faces, no
     # recognisability component
     "offline-fast": {"detect": {"retry_rotations": [], "retry_equalized": False}, "fiqa": {"backend": "none"}},
+    # as offline, commercially clean: no 68-point model (its training data, iBUG 300-W, excludes
+    # commercial use); pose from dlib's 5 points, pitch and eye / mouth openness not judged
+    "offline-clean": {"detect": {"dense_landmarks": "none"},
+                      "fuse": {"pose_weights": {"pitch": 0.0}, "curves": {"pitch_limit": {"weight": 0.0}}}},
 }
 
 

@@ -17,7 +17,7 @@ import json
 import logging
 import logging.handlers
 import os
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -42,11 +42,42 @@ def as_batch(out: Output) -> Batch:
     return out
 
 
+def iter_stages(stages: Sequence[Stage], batch: Batch) -> Iterator[Output]:
+    """Every output of ``stages`` over one batch, as a generator: a stage that returns a
+    generator of batches (a video's frames) feeds each batch to the stages after it as it comes,
+    so that no more than one of them is in memory at a time."""
+    if not stages:
+        yield batch
+        return
+    out = stages[0].process(as_batch(batch))
+    if isinstance(out, (dict, pa.Table)):
+        yield from iter_stages(stages[1:], out)
+        return
+    for part in out:
+        yield from iter_stages(stages[1:], part)
+
+
+def concat_outputs(outs: List[Output]) -> Output:
+    """Several outputs of one stage as one (tables, or dicts of equally long columns)."""
+    if len(outs) == 1:
+        return outs[0]
+    if all(isinstance(o, pa.Table) for o in outs):
+        return pa.concat_tables(outs, promote_options="permissive")
+    batches = [as_batch(o) for o in outs]
+    cols = {}
+    for k in batches[0]:
+        items = [x for b in batches for x in b[k]]
+        if batches[0][k].dtype == object:
+            cols[k] = objarray(items)
+        else:
+            cols[k] = np.concatenate([np.asarray(b[k]) for b in batches])
+    return cols
+
+
 def run_stages(stages: Sequence[Stage], batch: Batch) -> Output:
-    out: Output = batch
-    for st in stages:
-        out = st.process(as_batch(out))
-    return out
+    """The stages' output over one batch, in one piece."""
+    outs = list(iter_stages(stages, batch))
+    return concat_outputs(outs) if outs else batch
 
 
 # ------------------------------------------------------------------------------ Ray
@@ -160,7 +191,7 @@ class TaskChain:
         text = json.dumps([cfg.to_dict(redact=False), [s.name for s in stages]], sort_keys=True, default=str)
         self.key = hashlib.sha256(text.encode()).hexdigest()
 
-    def __call__(self, batch: Batch) -> Output:
+    def __call__(self, batch: Batch) -> Iterator[Output]:
         _count_started(self.counter, batch)
         ready = _READY.get(self.key)
         if ready is None:
@@ -169,7 +200,7 @@ class TaskChain:
             if len(_READY) > 16:
                 _READY.clear()
             ready = _READY[self.key] = self.stages
-        return run_stages(ready, batch)
+        return iter_stages(ready, batch)  # a generator: Ray Data passes on each output as it comes
 
 
 class ActorStage:
@@ -316,13 +347,28 @@ class LocalExecutor:
         names = [s.name for s in self.stages]
         return run_stages(self.stages[names.index(start):], batch)
 
-    def score_table(self, table: pa.Table, batch_size: int = 16) -> pa.Table:
-        """Output rows of a listing table, conformed to the output schema."""
-        schema = output_schema(table, models_for(self.cfg), self.cfg.profile)
-        parts = []
+    def iter_run(self, batch: Batch, start: str = "decode") -> Iterator[Output]:
+        names = [s.name for s in self.stages]
+        return iter_stages(self.stages[names.index(start):], batch)
+
+    def iter_clips(self, table: pa.Table, batch_size: int = 16):
+        """(rows, clips) per output of the pipeline over a listing table: the rows that pass
+        straight on (images) and the clips completed (:class:`pipeline.video.collect.Clip`)."""
+        from .video.collect import ClipAssembler
+
+        assembler = ClipAssembler(self.cfg)
         for off in range(0, table.num_rows, batch_size):
-            part = table.slice(off, batch_size)
-            parts.append(conform(self.run(as_batch(part)), schema))
+            for out in self.iter_run(as_batch(table.slice(off, batch_size))):
+                yield assembler.add(out)
+        assembler.check_done()
+
+    def score_table(self, table: pa.Table, batch_size: int = 16) -> pa.Table:
+        """Output rows of a listing table (one per file, a video's clip row included), conformed
+        to the output schema."""
+        from .video.collect import main_rows
+
+        schema = output_schema(table, models_for(self.cfg), self.cfg.profile)
+        parts = [main_rows(rows, clips, schema) for rows, clips in self.iter_clips(table, batch_size)]
         return pa.concat_tables(parts) if parts else schema.empty_table()
 
     def score_entries(self, entries: List[Entry], batch_size: int = 16) -> pa.Table:
@@ -342,4 +388,6 @@ class LocalExecutor:
             "image": objarray(images),
         }
         schema = output_schema(None, models_for(self.cfg), self.cfg.profile)
-        return conform(self.run(batch, start="detect"), schema)
+        from .video.collect import with_media
+
+        return conform(with_media(self.run(batch, start="detect")), schema)

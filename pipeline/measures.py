@@ -12,6 +12,7 @@ They are grounded in image statistics rather than fitted to one degradation oper
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -120,3 +121,103 @@ def exposure(rgb: np.ndarray, mask: np.ndarray) -> dict:
         "brightness": float(y.mean() / 255.0),
         "contrast": float((p95 - p5) / 255.0),
     }
+
+
+# ------------------------------------------------------------------------------ detail and grids
+def blur_sigma(gray: np.ndarray, mask: Optional[np.ndarray] = None, reblur: float = 2.0, pre: float = 0.6,
+               top: float = 0.1) -> float:
+    """Blur of the image's strongest edges, as the standard deviation (in pixels) of an equivalent
+    Gaussian: the re-blur gradient ratio of Zhuo & Sim (2011, "Defocus map estimation from a
+    single image").  An edge blurred by sigma keeps a share sigma / sqrt(sigma^2 + s0^2) of its
+    gradient when blurred again by s0, so the ratio R of the gradients before and after gives
+    sigma = s0 / sqrt(R^2 - 1).  Taken per edge orientation (four bins) at the strongest tenth of
+    each orientation's edge pixels in ``mask``: the median of each bin, and the blurriest bin —
+    motion blur softens only the edges across its direction, defocus and upscaling soften all.  A small
+    pre-blur ``pre`` steadies the derivatives and is taken out again."""
+    g = gray.astype(np.float32)
+    b0 = cv2.GaussianBlur(g, (0, 0), pre)
+    b1 = cv2.GaussianBlur(g, (0, 0), math.hypot(pre, reblur))
+    gx0, gy0 = cv2.Sobel(b0, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(b0, cv2.CV_32F, 0, 1, ksize=3)
+    gx1, gy1 = cv2.Sobel(b1, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(b1, cv2.CV_32F, 0, 1, ksize=3)
+    m0, m1 = np.hypot(gx0, gy0), np.hypot(gx1, gy1)
+    valid = (np.ones(g.shape, bool) if mask is None else mask) & (m1 > 1e-6)
+    if valid.sum() < 64:
+        return float("nan")
+    orient = (np.floor(np.mod(np.arctan2(gy0, gx0), np.pi) / (np.pi / 4)).astype(np.int8)) % 4
+    per_bin = []
+    for b in range(4):
+        sel = valid & (orient == b)
+        if sel.sum() < 64:
+            continue
+        # this orientation's own strongest edges: those across a motion blur are blurred too
+        v0 = m0[sel]
+        keep = v0 >= max(float(np.quantile(v0, 1 - top)), 1e-3)
+        if keep.sum() < 16:
+            continue
+        r = v0[keep] / m1[sel][keep]
+        total = np.where(r > 1.0001, reblur / np.sqrt(np.maximum(r * r - 1, 1e-8)), 50.0)
+        per_bin.append(float(np.median(np.sqrt(np.maximum(total * total - pre * pre, 0.0)))))
+    return max(per_bin) if per_bin else float("nan")
+
+
+def grid_blockiness(gray: np.ndarray, periods=range(2, 33)) -> float:
+    """Blocks on a grid of any period (mosaic / pixelation, macroblocks): for each period p, the
+    mean absolute neighbour difference on the strongest of the p column (and row) phases over the
+    median phase, normalised by what random content gives at that period; the largest over
+    periods.  ~1 for natural pixels, large when every step lies on one grid.  Un-resampled pixels
+    only (resampling blurs the steps)."""
+    h, w = gray.shape
+    if h < 32 or w < 32:
+        return float("nan")
+    best = 1.0
+    profiles = (np.abs(np.diff(gray, axis=1)).mean(axis=0), np.abs(np.diff(gray, axis=0)).mean(axis=1))
+    for p in periods:
+        vals = []
+        for d in profiles:
+            n = (len(d) // p) * p
+            if n < 3 * p:
+                break
+            phases = d[:n].reshape(-1, p).mean(axis=0)
+            vals.append(float(phases.max()) / max(float(np.median(phases)), 0.25))
+        if len(vals) == 2:
+            # the max of p phase means of random content exceeds their median by ~ sqrt(2 ln p) sd
+            spread = 1.0 + 0.35 * math.sqrt(2 * math.log(p)) * math.sqrt(p / max(len(profiles[0]), 1))
+            best = max(best, float(np.mean(vals)) / spread)
+    return best
+
+
+def banding(rgb: np.ndarray) -> float:
+    """Posterisation: the share of empty histogram levels between the 2nd and 98th percentile of
+    each channel, the worst channel (natural 8-bit photos fill nearly every level; banded ones
+    leave combs).  NaN for too few pixels to tell."""
+    px = rgb.reshape(-1, rgb.shape[-1]) if rgb.ndim == 3 else rgb.reshape(-1, 1)
+    if len(px) < 2048:
+        return float("nan")
+    worst = 0.0
+    for c in range(px.shape[1]):
+        v = px[:, c]
+        lo, hi = np.percentile(v, [2, 98])
+        lo, hi = int(lo), int(hi)
+        if hi - lo < 24:
+            continue
+        counts = np.bincount(v, minlength=256)[lo:hi + 1]
+        expected_empty = math.exp(-len(v) / (hi - lo + 1))  # random 8-bit content of this size
+        worst = max(worst, float((counts == 0).mean()) - expected_empty)
+    return worst
+
+
+def combing(gray: np.ndarray) -> float:
+    """Interlacing: energy at the vertical Nyquist frequency (rows alternating between two
+    fields) over the same at the horizontal one; ~1 for natural pixels, large for combed frames."""
+    g = gray.astype(np.float32)
+    if g.shape[0] < 8 or g.shape[1] < 8:
+        return float("nan")
+    dy = np.abs(g[1:-1, :] - 0.5 * (g[:-2, :] + g[2:, :])).mean()
+    dx = np.abs(g[:, 1:-1] - 0.5 * (g[:, :-2] + g[:, 2:])).mean()
+    return float(dy / max(dx, 0.25))
+
+
+def chroma_noise(rgb: np.ndarray) -> float:
+    """Colour noise: Immerkær's noise sigma of the two chroma planes (YCrCb), the larger."""
+    ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    return max(noise_level(ycc[..., 1]), noise_level(ycc[..., 2]))

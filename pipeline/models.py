@@ -54,6 +54,14 @@ CATALOGUE = {
             True, "shape_predictor_5_face_landmarks.dat",
         ),
         ModelInfo(
+            "dlib-shape-predictor-68", "landmarks",
+            "dlib 68-point (iBUG 300-W markup) landmark model (pip: face_recognition_models); "
+            "used for head pose, eye and mouth openness (pipeline/pose3d.py)",
+            "dlib-models' note: trained on the iBUG 300-W dataset, whose licence excludes commercial "
+            "use; do not use this model commercially without a licence for that data",
+            False, "shape_predictor_68_face_landmarks.dat",
+        ),
+        ModelInfo(
             "dlib-resnet-face-v1", "fiqa",
             "dlib ResNet-34 128-d face embedding (pip: face_recognition_models)",
             "CC0 1.0 (dlib-models: dlib_face_recognition_resnet_model_v1)",
@@ -92,6 +100,40 @@ CATALOGUE = {
             "that of the recognition model you name (insightface packs: non-commercial)", False,
             contract={"size": 112, "colour": "RGB", "scale": 1.0, "mean": [127.5] * 3, "std": [127.5] * 3,
                       "graph_may_normalise": True, "output": "linear", "lo": 10.0, "hi": 25.0},
+        ),
+        ModelInfo(
+            "serfiq", "fiqa (fiqa.serfiq)",
+            "SER-FIQ, Terhörst et al., CVPR 2020 (arXiv:2003.09373): a method, not weights — the stability "
+            "of a recognition model's embedding under dropout, run on the ArcFace-like .onnx named in "
+            "fiqa.serfiq.model; faceqc's own implementation (the authors' reference code, CC BY-NC-SA 4.0, "
+            "is not used)",
+            "that of the recognition model you name (insightface packs w600k_r50 / glintr100: non-commercial "
+            "research only); the method adds no weights", False,
+            contract={"size": 112, "colour": "RGB", "scale": 1.0, "mean": [127.5] * 3, "std": [127.5] * 3,
+                      "graph_may_normalise": True},
+        ),
+        ModelInfo(
+            "sdd-fiqa", "fiqa (fiqa.sdd_fiqa)",
+            "SDD-FIQA, Ou et al., CVPR 2021 (arXiv:2103.05977): the IR-50 quality regression network the "
+            "authors released with Tencent/TFace (branch quality, SDD_FIQA_checkpoints_r50.pth, trained on "
+            "MS1M), exported to ONNX as the README shows; name the .onnx in fiqa.sdd_fiqa.model",
+            "as published by the authors: TFace code Apache-2.0; the checkpoint states no licence of its own and "
+            "is trained on MS-Celeb-1M (withdrawn by Microsoft, research use) — not cleared for commercial use",
+            False,
+            # TFace quality/eval.py: PIL RGB, ToTensor (x/255), Normalize(0.5, 0.5) on 112x112 faces
+            # aligned like MS1M's ArcFace crops; the output regresses pseudo-labels min-max normalised
+            # to 0..100 over the training set
+            contract={"size": 112, "colour": "RGB", "scale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3,
+                      "output": "linear", "lo": 0.0, "hi": 100.0},
+        ),
+        ModelInfo(
+            "face-restoration", "fiqa (fiqa.restoration)",
+            "restoration consistency (the idea of FaceQgen, Hernandez-Ortega et al. 2021): any face-restoration "
+            ".onnx you name in fiqa.restoration.model — GFPGAN, CodeFormer, GPEN, RestoreFormer exports — "
+            "on the primary face's FFHQ-aligned crop",
+            "that of the restoration model you name: e.g. GFPGAN code Apache-2.0 with weights trained on FFHQ "
+            "(collection CC BY-NC-SA 4.0); CodeFormer S-Lab License 1.0 (non-commercial)", False,
+            contract={"size": 512, "colour": "RGB", "range": [-1.0, 1.0], "output_range": [-1.0, 1.0]},
         ),
         ModelInfo(
             "timm-iqa-checkpoint", "iqa",

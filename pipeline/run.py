@@ -45,6 +45,12 @@ from .io.parts import (
 from .progress import Progress
 from .registry import check_installed, models_for
 from .schema import output_schema
+from .video.collect import (
+    ClipCollector,
+    clear_side_parts,
+    settle_side_parts,
+    video_summary,
+)
 
 log = logging.getLogger("faceqc")
 
@@ -117,6 +123,7 @@ def clear_output(out: str, storage_options: dict | None) -> None:
     state = join_uri(path, STATE_DIR)
     if fs.exists(state):
         fs.rm(state, recursive=True)
+    clear_side_parts(out, storage_options)  # a video run's frames/ and tracks/
     invalidate(out, storage_options)
 
 
@@ -232,12 +239,14 @@ def score(todo: pa.Table, out: str, cfg: Config, schema: pa.Schema, address: Opt
         counter = None
     ds = ray_dataset(todo, cfg, counter)
     writer = PartWriter(out, schema, cfg.input.storage_options, cfg.output.compression)
+    clips = ClipCollector(writer, out, cfg, models_for(cfg))  # images pass; a video's rows become one clip row
     try:
         with Progress(todo.num_rows, enabled=progress) as bar:
             for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-                bar.update(writer.write(block))
+                bar.update(clips.add(block))
     finally:
         counts = writer.close()
+    counts["video"] = clips.close()
     try:
         stats = ds.stats()
     except Exception:  # noqa: BLE001 - stats are informative only
@@ -345,11 +354,13 @@ def run_table(table: pa.Table, out: str, cfg: Config, address: Optional[str] = N
     files = sorted(set(done.parts) | set(result["files"]))
     stray = sorted(set(part_names(out, so)) - set(files))
     remove(out, stray, so)  # written by an attempt that was killed, after this one listed
+    clip_files = settle_side_parts(out, files, so)  # frames/ and tracks/ parts of no committed part: strays
     summary = {"run_id": uuid.uuid4().hex, "started_at": state.started_at, "finished_at": timestamp(),
                "inputs": list(inputs), "output": out,
                **_counts(result, done, table.num_rows, todo.num_rows, files, len(done.broken) + len(stray), state),
                "seconds": {"listing": round(t_list, 3), "ray_start": round(result["seconds_ray_start"], 3),
                            "pipeline": round(result["seconds_pipeline"], 3), "total": round(time.time() - t0, 3)},
+               "video": video_summary(result, clip_files),
                "ray_logs": result["ray_logs"], **run_facts(cfg), **(extra or {}), "ray_stats": result["ray_stats"]}
     summary["storage"] = storage_facts(before, result.get("read_retries", 0))
     summary["cluster"] = cluster_facts(result)
@@ -448,6 +459,10 @@ def summary_text(summary: dict) -> str:
                                                                       key=lambda kv: -kv[1])))
     lines.append("  verdict: " + ", ".join(f"{k} {summary['verdict_counts'].get(k, 0)}"
                                           for k in ("accept", "review", "reject")))
+    v = summary.get("video") or {}
+    if v.get("clips_scored"):
+        lines.append(f"  clips  : {v['clips_scored']} clips, {v['frames_scored']} sampled frames "
+                     f"({v['frames_per_second']} frames/s); their frames/ and tracks/ are beside the rows")
     noncommercial = [m["id"] for m in summary.get("models", []) if not m.get("commercial_use", True)]
     if noncommercial:
         lines.append("  NOTE   : non-commercial models were used: " + ", ".join(noncommercial))

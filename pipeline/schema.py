@@ -16,18 +16,32 @@ import pyarrow.compute as pc
 
 from . import SCHEMA_VERSION, __version__
 
-# raw measures of a face (iqa stage: classical measures, then a deep model's raw and 0-100 output)
+# raw measures of a face (iqa stage: classical measures, a deep model's raw and 0-100 output, then
+# the measures of the primary face's target crop and of its regions: see pipeline/regions.py)
 FACE_IQA_KEYS = ("sharpness", "noise", "blockiness", "dark_clip", "bright_clip", "brightness", "contrast",
-                 "model_raw", "model_score")
+                 "model_raw", "model_score",
+                 "grid", "banding", "combing",  # un-resampled pixels: blocks of any grid, posterisation, interlace
+                 "detail",  # blur sigma (px) at the resolution the face is used at (detect.target_size)
+                 "colour_noise", "black_level", "framing", "eye_visibility", "eye_glare", "lower_face",
+                 "skin_hue", "skin_chroma", "colour", "illumination",
+                 "eye_openness", "mouth_openness")  # from dense landmarks (eye / mouth aspect ratios)
 # whole-image measures, from a 256 px thumbnail
 IMAGE_IQA_KEYS = ("sharpness", "noise", "brightness", "contrast", "model_score")
-# raw face-quality outputs (fiqa stage)
-FIQA_KEYS = ("stability", "model_raw", "model_score")
+# raw face-quality outputs (fiqa stage): the primary method (fiqa.backend: dlib stability, or an
+# ONNX model's raw and 0-100 output), then the methods that run beside it when their model is set:
+# SER-FIQ's 2·sigmoid(-mean distance) (fiqa.serfiq), SDD-FIQA's raw and 0-100 output
+# (fiqa.sdd_fiqa), and restoration consistency's similarity and its 0-100 mapping (fiqa.restoration,
+# primary face only).  New keys go at the end: positions are relied on.
+FIQA_KEYS = ("stability", "model_raw", "model_score", "serfiq", "sdd_raw", "sdd_score",
+             "restoration_raw", "restoration_score")
 
 # component scores (0-100) of a face, in the order reasons are checked
 COMPONENTS = (
     "resolution", "sharpness", "noise", "compression", "underexposure", "overexposure",
     "brightness_low", "brightness_high", "contrast", "recognisability", "fiqa_model", "iqa_model", "yaw", "pitch", "roll",
+    "detail", "pixelation", "banding", "interlacing", "colour_noise", "haze", "framing", "eyes_visible", "glare",
+    "lower_face", "colour", "illumination", "yaw_limit", "pitch_limit", "roll_limit", "eyes_open", "mouth_open",
+    "serfiq", "sdd_fiqa", "restoration",
 )
 
 STATUSES = ("ok", "no_face", "read_error", "decode_error", "too_large",
@@ -78,6 +92,13 @@ BASE_SCHEMA = pa.schema(
         ("reasons", pa.list_(pa.string())),
         ("image_iqa", _struct(IMAGE_IQA_KEYS)),
         ("faces", pa.list_(FACE_TYPE)),
+        # clips (pipeline/video/): "image" or "video"; the rest null for images
+        ("media", pa.string()),
+        ("duration_s", f32),  # seconds decoded
+        ("frames", pa.int32()),  # frames sampled (rows in DST/frames/)
+        ("shots", pa.int32()),
+        ("tracks", pa.int32()),  # face tracks (rows in DST/tracks/)
+        ("quality_min", f32),  # the primary track's lowest frame quality
     ]
 )
 

@@ -5,7 +5,7 @@ under every degradation family at five severities (252 images), scored in one pr
 offline-fast profile.  Two simulated teams label them:
 
 * team "severity": accepts an image when its degradation is at most the mildest severity;
-* team "yaw ≤ 20°": the same, and also rejects any face turned more than 20° (yaw from the
+* team "yaw ≤ 25°": the same, and also rejects any face turned more than 25° (yaw from the
   pipeline's own output) — a preference the default settings do not have.
 """
 
@@ -78,13 +78,13 @@ def label_severity(row, m):
 
 
 def label_yaw_team(row, m):
-    """The severity team that also rejects any face turned more than 20 degrees."""
-    return "reject" if abs(_yaw(row)) > 20 else label_severity(row, m)
+    """The severity team that also rejects any face turned more than 25 degrees."""
+    return "reject" if abs(_yaw(row)) > 25 else label_severity(row, m)
 
 
 def label_defaults_yaw10(row, m):
-    """Agrees with the defaults but rejects any face turned more than 10 degrees.  (The set has no
-    face between 15 and 35 degrees, and the defaults already reject the turned ones, so a 20
+    """Agrees with the defaults but rejects any face turned more than 10 degrees (the defaults
+    accept the faces turned ~18-20 degrees and already reject the ones turned ~40-50, so a 25
     degree line would add nothing to the defaults here.)"""
     return "reject" if abs(_yaw(row)) > 10 else label_defaults_team(row, m)
 
@@ -116,7 +116,7 @@ def test_penalties_recomputed_from_raw_values_reproduce_stored_quality(scored, c
 
 def test_labelled_set_has_turned_faces(scored):
     _, rows, meta = scored
-    turned = {m[0] for r, m in zip(rows, meta) if m[2] == 0 and abs(_yaw(r)) > 20}
+    turned = {m[0] for r, m in zip(rows, meta) if m[2] == 0 and abs(_yaw(r)) > 25}
     assert turned == {"t1-face1", "t1-face4"}, turned
 
 
@@ -124,7 +124,7 @@ def test_labelled_set_has_turned_faces(scored):
 def calibrated(scored, cfg, tmp_path_factory):
     """One calibration per simulated team (each costs a few seconds)."""
     d = tmp_path_factory.mktemp("labels")
-    rules = {"defaults": label_defaults_team, "severity": label_severity, "yaw20": label_yaw_team,
+    rules = {"defaults": label_defaults_team, "severity": label_severity, "yaw25": label_yaw_team,
              "defaults_yaw10": label_defaults_yaw10}
     out = {}
     for name, rule in rules.items():
@@ -133,12 +133,15 @@ def calibrated(scored, cfg, tmp_path_factory):
         c = out[name][1]
         print(f"\n{name:15s} held-out AUC {np.mean(c.before):.3f} -> {np.mean(c.after):.3f}  balanced accuracy "
               f"{np.mean(c.bacc_before):.3f} -> {np.mean(c.bacc_after):.3f}  yaw weight "
-              f"{c.fitted.weights[list(c.names).index('yaw')]:.2f}  accept {c.fitted.accept}  review {c.fitted.review}")
+              f"{_yaw_weight(c):.2f}  accept {c.fitted.accept}  review {c.fitted.review}")
     return out
 
 
-def _yaw_weight(c):
-    return c.fitted.weights[list(c.names).index("yaw")]
+def _yaw_weight(c, which=None):
+    """The weight the calibration gives to yaw: OFIQ's cos² mapping and the hard yaw limit, which
+    share the job."""
+    w = c.fitted.weights if which is None else which.weights
+    return sum(w[list(c.names).index(n)] for n in ("yaw", "yaw_limit"))
 
 
 def test_labels_that_agree_with_the_defaults_keep_them(calibrated):
@@ -159,27 +162,27 @@ def test_severity_team_calibration_is_not_worse_and_here_better(calibrated):
 
 
 def test_yaw_preference_is_learned(scored, cfg, calibrated):
-    sev, yaw20, y10 = calibrated["severity"][1], calibrated["yaw20"][1], calibrated["defaults_yaw10"][1]
+    sev, yaw25, y10 = calibrated["severity"][1], calibrated["yaw25"][1], calibrated["defaults_yaw10"][1]
     # against the defaults: better on held-out folds
-    assert np.mean(yaw20.after) > np.mean(yaw20.before) + 0.03, (yaw20.before, yaw20.after)
-    assert np.mean(yaw20.bacc_after) > np.mean(yaw20.bacc_before)
+    assert np.mean(yaw25.after) > np.mean(yaw25.before) + 0.03, (yaw25.before, yaw25.after)
+    assert np.mean(yaw25.bacc_after) > np.mean(yaw25.bacc_before)
     # on average over the held-out folds; calibration promises nothing about every single fold
     assert np.mean(y10.after) > np.mean(y10.before) + 0.01, (y10.before, y10.after)
-    assert _yaw_weight(y10) > 3 * y10.current.weights[list(y10.names).index("yaw")]
+    assert _yaw_weight(y10) > 1.5 * _yaw_weight(y10, y10.current)
     # the same judgement of damage without / with the pose preference: the pristine turned faces
     # are accepted by the first calibration and kept out by the second
     _, rows, meta = scored
     for r, m in zip(rows, meta):
-        if m[2] == 0 and abs(_yaw(r)) > 20:
+        if m[2] == 0 and abs(_yaw(r)) > 25:
             h = face_features(cfg, r["faces"][r["primary_face"]])[None, :]
             assert quality_of(h, sev.fitted.weights)[0] >= sev.fitted.accept, m
-            assert quality_of(h, yaw20.fitted.weights)[0] < yaw20.fitted.accept, m
+            assert quality_of(h, yaw25.fitted.weights)[0] < yaw25.fitted.accept, m
             assert quality_of(h, y10.fitted.weights)[0] < y10.fitted.review, m
-    assert _yaw_weight(sev) < _yaw_weight(yaw20)
+    assert _yaw_weight(sev) < _yaw_weight(yaw25)
 
 
 def test_written_config_loads_and_changes_verdicts_as_intended(scored, calibrated, cfg, tmp_path):
-    labels_path, c = calibrated["yaw20"]
+    labels_path, c = calibrated["yaw25"]
     path = str(tmp_path / "calibrated.yaml")
     write_config(c, path)
     new = load_config(path)
@@ -215,13 +218,13 @@ def test_written_config_loads_and_changes_verdicts_as_intended(scored, calibrate
     # turned faces stay out, pristine frontal faces are in
     for i, r in zip(pick, new_rows):
         if meta[i][1] == "none":
-            turned = abs(_yaw(r)) > 20
+            turned = abs(_yaw(r)) > 25
             assert (r["verdict"] == "accept") == (not turned), (meta[i], r["quality"], r["verdict"])
 
 
 def test_numeric_opinion_scores_use_spearman(scored, cfg, tmp_path):
     def mos(row, m):
-        return 5 - m[2] - (3 if abs(_yaw(row)) > 20 else 0)
+        return 5 - m[2] - (3 if abs(_yaw(row)) > 25 else 0)
 
     labels = write_labels(tmp_path / "mos.csv", scored, mos, column="mos")
     c = calibrate(labels, scored[0], cfg)
@@ -267,7 +270,7 @@ def test_label_files_are_read_strictly(tmp_path):
 
 
 def test_cli_calibrate(scored, calibrated, tmp_path, capsys):
-    labels, c = calibrated["yaw20"]
+    labels, c = calibrated["yaw25"]
     path = str(tmp_path / "team.yaml")
     # the profile comes from the results' metadata (offline-fast), as the API call used
     assert main(["calibrate", labels, "--results", scored[0], "--write-config", path]) == 0

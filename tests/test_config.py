@@ -131,14 +131,15 @@ def test_every_profile_is_valid_and_typed():
 # Fingerprints of these configurations: an unchanged configuration keeps its fingerprint, so its
 # unfinished runs still resume.  The pydantic config reproduced the dataclass config's values
 # exactly (f01de1d3... for the default); they change, legitimately, with faceqc's version,
-# SCHEMA_VERSION or a new setting (detect.target_size was the last): update them then.
+# SCHEMA_VERSION or a new setting (schema 2: the reviewer components, the face-quality methods,
+# the video and export sections): update them then.
 PINNED = {
-    "default": ({}, "a19e6f4b8b9bc3f8f2ffbcd78b5cc20d"),
-    "offline-fast": ({"profile": "offline-fast"}, "78aa8496c0076d9f4044c7d9ca817bb8"),
+    "default": ({}, "cbf2f09913b91ff2ee4ae5e4f6f177a5"),
+    "offline-fast": ({"profile": "offline-fast"}, "92c91db88057ce18889a323c983bf8b2"),
     "overrides": ({"overrides": {"fuse": {"accept": 70, "curves": {"sharpness": {"start": 0.05}}, "pose_weights": {"yaw": 2}},
                                  "input": {"extensions": [".jpg"], "storage_options": {"key": "x"}},
                                  "iqa": {"resources": {"concurrency": [1, 2], "actors": True}},
-                                 "detect": {"retry_rotations": [10, -10]}}}, "dcb3c56522f177cba37ff3a481be4181"),
+                                 "detect": {"retry_rotations": [10, -10]}}}, "a173a8d03806f7b182372bd6ac695d80"),
 }
 
 

@@ -66,7 +66,9 @@ def test_quality_is_the_product_of_component_scores():
     raw, scores, quality = score_face(cfg, iqa, fiqa, 30.0, [20.0, 5.0, 3.0])
     measured = [s for s in scores.values() if s is not None]
     assert quality == pytest.approx(100 * np.prod([s / 100 for s in measured]), rel=1e-9)
-    assert scores["pitch"] is None  # weight 0: not judged, no misleading 100
+    assert 0 < scores["pitch"] < 100  # judged: the default profile measures pitch from 68 points
+    clean = load_config(profile="offline-clean")
+    assert score_face(clean, iqa, fiqa, 30.0, [20.0, 5.0, 3.0])[1]["pitch"] is None  # weight 0: not judged
     assert scores["fiqa_model"] is None and scores["iqa_model"] is None  # not measured
     assert scores["sharpness"] < 100 and scores["noise"] < 100 and scores["resolution"] < 100
     assert raw["resolution"] == 30.0 and raw["yaw"] == 20.0

@@ -28,7 +28,12 @@ def test_a_name_registers_once():
 
 def test_models_and_licences_follow_the_configuration():
     ids = [m.id for m in registry.models_for(load_config())]
-    assert ids == ["dlib-hog-frontal", "dlib-shape-predictor-5", "faceqc-classical-iqa", "dlib-resnet-face-v1"]
+    assert ids == ["dlib-hog-frontal", "dlib-shape-predictor-5", "dlib-shape-predictor-68", "faceqc-classical-iqa",
+                   "dlib-resnet-face-v1"]
+    default = {m.id: m for m in registry.models_for(load_config())}
+    assert not default["dlib-shape-predictor-68"].commercial_use  # iBUG 300-W: the default profile says so
+    clean = registry.models_for(load_config(profile="offline-clean"))
+    assert clean and all(m.commercial_use for m in clean)  # the commercially clean offline profile
     fast = [m.id for m in registry.models_for(load_config(profile="offline-fast"))]
     assert "dlib-resnet-face-v1" not in fast
     cfg = load_config(overrides={"fiqa": {"backend": "onnx", "model": "ediffiqa-tiny"},

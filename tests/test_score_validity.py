@@ -54,12 +54,13 @@ def test_worst_severity_is_clearly_worse(family_scores):
         assert np.median(q[:, -1]) < np.median(q[:, 0]) - 20, (fam, q[:, 0], q[:, -1])
 
 
-def test_horizontal_flip_moves_quality_at_most_3_points(lp, faces):
+def test_horizontal_flip_moves_quality_little(lp, faces):
+    """A mirror image is the same photo: at most 1.5 points on average, 3 at most."""
     imgs = list(faces.values())
     a = qualities(lp.score_images(imgs))
     b = qualities(lp.score_images([np.ascontiguousarray(im[:, ::-1]) for im in imgs]))
     diffs = np.abs(np.array(a) - np.array(b))
-    assert diffs.max() <= 3.0, dict(zip(faces, np.round(diffs, 2)))
+    assert diffs.mean() <= 1.5 and diffs.max() <= 3.0, dict(zip(faces, np.round(diffs, 2)))
 
 
 def test_yaw_sign_flips_with_mirror(lp, faces):

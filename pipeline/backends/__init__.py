@@ -3,4 +3,13 @@ Each module registers its backends with :mod:`pipeline.registry` on import and i
 framework (dlib, ONNX Runtime, torch...) only when a backend is built; a missing one is reported
 before any work as one line naming the extra to install."""
 
-from . import classical, decoders, dlib_models, fiqa_onnx, insightface_pack, iqa_torch  # noqa: F401
+from . import (  # noqa: F401
+    classical,
+    decoders,
+    dlib_models,
+    fiqa_onnx,
+    insightface_pack,
+    iqa_torch,
+    restoration,
+    serfiq,
+)

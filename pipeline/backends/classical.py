@@ -4,12 +4,17 @@ thumbnail.  Always on: deep IQA models come on top of it, each feeding its own c
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from .. import measures as ms
+from .. import regions
 from ..models import CATALOGUE
 from ..registry import register
 from ..schema import FACE_IQA_KEYS, IMAGE_IQA_KEYS
+
+KEY = {k: i for i, k in enumerate(FACE_IQA_KEYS)}
 
 
 @register("iqa", "classical", models=lambda cfg: [CATALOGUE["faceqc-classical-iqa"]])
@@ -20,16 +25,28 @@ class ClassicalIQA:
         c = cfg.detect
         self.mask = ms.face_mask(c.iqa_crop, c.iqa_margin)
 
-    def face(self, crop: np.ndarray, patch: np.ndarray, patch_size: int) -> np.ndarray:
-        """FACE_IQA_KEYS of one face (the model columns NaN)."""
+    def face(self, crop: np.ndarray, patch: np.ndarray, patch_size: int, target: Optional[dict] = None) -> np.ndarray:
+        """FACE_IQA_KEYS of one face (the model columns NaN).  ``target``: the primary face's
+        FFHQ-aligned crop, its scale, its landmarks in it and the share of it outside the image
+        (see the detect stage); its region checks are NaN for the other faces."""
         gray = ms.to_gray(crop)
         crop_noise = ms.noise_level(gray)
         sharp = ms.sharpness(gray, self.mask, crop_noise)
-        p = ms.to_gray(patch[:patch_size, :patch_size])
+        src = patch[:patch_size, :patch_size]
+        p = ms.to_gray(src)
         ex = ms.exposure(crop, self.mask)
         out = np.full(len(FACE_IQA_KEYS), np.nan, np.float32)
         out[:7] = [sharp, ms.noise_level(p), ms.blockiness(p), ex["dark_clip"], ex["bright_clip"],
                    ex["brightness"], ex["contrast"]]
+        vals = {"grid": ms.grid_blockiness(p), "banding": ms.banding(src), "combing": ms.combing(p)}
+        if target is not None:
+            chk = regions.checks(target["crop"], target["points"], target["scale"]) or {}
+            vals.update(chk, colour_noise=chk.get("colour_blotches", np.nan), lower_face=chk.get("lower_face_occlusion", np.nan),
+                        colour=chk.get("unnatural_colour", np.nan), illumination=chk.get("illumination_asymmetry", np.nan),
+                        framing=target["outside"])
+        for k, v in vals.items():
+            if k in KEY:
+                out[KEY[k]] = v
         return out
 
     def image(self, thumb: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ embedding as a face-quality measure.  All ship inside PyPI packages (``dlib-bin`
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -123,6 +125,48 @@ def _detector_models(cfg) -> list:
     return [CATALOGUE[first], CATALOGUE["dlib-shape-predictor-5"]]
 
 
+class Dlib68:
+    """dlib's 68 landmarks (mirror-averaged) fitted to faceqc's 3-D face (:mod:`pipeline.pose3d`):
+    true yaw, pitch and roll, and eye and mouth openness, per face."""
+
+    def __init__(self, cfg=None):
+        from .. import pose3d
+
+        self.pose3d = pose3d
+        self.predictor = pose3d.load_predictor()
+
+    def measure(self, img: np.ndarray, box, points5) -> tuple:
+        """((yaw, pitch, roll), (eye openness, mouth openness)); NaNs where the fit fails.
+
+        dlib's 68-point model is trained on faces about upright: a face rolled by more than a few
+        degrees (the 5 points say how much) is first turned level, its 68 points found there and
+        turned back, so that roll does not leak into yaw and pitch."""
+        pts = self._points68(img, np.asarray(box, np.float64), np.asarray(points5, np.float64))
+        fit = self.pose3d.fit_pose_68(pts, (img.shape[1], img.shape[0]))
+        if fit is None:
+            return np.full(3, np.nan), np.full(2, np.nan)
+        o = self.pose3d.openness(pts, fit)
+        return np.array([fit.yaw, fit.pitch, fit.roll]), np.array([o.eye, o.mouth])
+
+    def _points68(self, img: np.ndarray, box: np.ndarray, points5: np.ndarray) -> np.ndarray:
+        eye_l, eye_r = points5[2:4].mean(0), points5[0:2].mean(0)  # dlib's 5-point order
+        angle = math.degrees(math.atan2(eye_r[1] - eye_l[1], eye_r[0] - eye_l[0]))
+        if abs(angle) < 8.0:
+            return self.pose3d.landmarks68(img, box, self.predictor)
+        centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        c, s = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
+        side = (box[2] - box[0]) / (c + s)  # the upright box whose rotation the detector boxed
+        m = cv2.getRotationMatrix2D(centre, angle, 1.0)
+        level = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+        upright = np.array([centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2, centre[1] + side / 2])
+        pts = self.pose3d.landmarks68(level, upright, self.predictor)
+        return geo.transform_points(geo.invert(m), pts)
+
+
+register("landmarks", "dlib68", models=lambda cfg: [CATALOGUE["dlib-shape-predictor-68"]],
+         doc="dlib 68 landmarks: true head pose, eye and mouth openness (non-commercial training data)")(Dlib68)
+
 register("detect", "dlib_hog", models=_detector_models, traits={"points": "dlib5"},
          doc="dlib HOG detector + 5 landmarks, with rotated / equalised retries")(FaceDetector)
 register("detect", "dlib_mmod", models=_detector_models, traits={"points": "dlib5"},
@@ -147,6 +191,7 @@ class DlibStability:
 
     def score(self, crops: np.ndarray) -> np.ndarray:
         if len(crops) == 0:
+            self.last_embeddings = np.zeros((0, 128), np.float32)
             return np.zeros((0, len(FIQA_KEYS)), np.float32)
         chips = []
         for c in crops:
@@ -154,6 +199,10 @@ class DlibStability:
         emb = np.asarray(self.net.compute_face_descriptor(chips), np.float32).reshape(len(crops), 2, -1)
         emb /= np.linalg.norm(emb, axis=2, keepdims=True) + 1e-9
         sims = np.einsum("nd,nkd->nk", emb[:, 0], emb[:, 1:]).mean(axis=1)
+        # the face's identity, for linking faces across a video's frames: the mean of the face's
+        # and its mirror's unit embeddings, unit length (read by the fiqa stage)
+        mean = emb.mean(axis=1)
+        self.last_embeddings = mean / (np.linalg.norm(mean, axis=1, keepdims=True) + 1e-9)
         out = np.full((len(crops), len(FIQA_KEYS)), np.nan, np.float32)
         out[:, 0] = sims
         return out

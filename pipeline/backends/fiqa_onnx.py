@@ -40,6 +40,51 @@ def check_contract(contract: dict, name: str) -> dict:
     return contract
 
 
+def check_input(contract: dict, name: str, what: str = "FIQA model") -> dict:
+    """The input half of a contract (size, colour, scale, mean, std), checked."""
+    missing = [k for k in REQUIRED[:-1] if k not in contract]
+    if missing:
+        raise ModelError(f"{what} {name}: contract lacks {', '.join(missing)}")
+    if contract["colour"] not in ("RGB", "BGR"):
+        raise ModelError(f"{what} {name}: colour must be RGB or BGR")
+    return contract
+
+
+def check_image_input(session, size: int, name: str, what: str = "FIQA model") -> None:
+    """The model's first input takes (N, 3, size, size) images: a clear error naming the model
+    otherwise (a dynamic dimension accepts anything)."""
+    shape = session.get_inputs()[0].shape
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    want = [None, 3, size, size]
+    if len(shape) != 4 or any(f is not None and f != w for f, w in zip(fixed[1:], want[1:])):
+        got = "x".join(str(d) if isinstance(d, int) else "?" for d in shape)
+        raise ModelError(f"{what} {name}: its input '{session.get_inputs()[0].name}' has shape {got}, but "
+                         f"its contract needs (N, 3, {size}, {size}) images; set the contract's size (or use "
+                         f"the model it was made for)")
+
+
+class Preprocess:
+    """uint8 RGB crops -> the model's NCHW float input, as a contract says (graph_may_normalise:
+    insightface's rule, see the module docstring)."""
+
+    def __init__(self, contract: dict, path: str):
+        self.c = contract
+        mean, std = contract["mean"], contract["std"]
+        self.normalises_itself = bool(contract.get("graph_may_normalise")) and graph_normalises_input(path)
+        if self.normalises_itself:
+            mean, std = [0.0] * 3, [1.0] * 3
+        self.mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        s = int(self.c["size"])
+        x = np.stack([c if c.shape[0] == s else cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA) for c in crops])
+        if self.c["colour"] == "BGR":
+            x = x[..., ::-1]
+        x = x.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(self.c["scale"])
+        return np.ascontiguousarray((x - self.mean) / self.std)
+
+
 def map_output(raw: np.ndarray, c: dict) -> np.ndarray:
     raw = np.asarray(raw, np.float64)
     if c["output"] == "ofiq_sigmoid":
@@ -51,20 +96,9 @@ class OnnxFIQA:
     def __init__(self, path: str, contract: dict, name: str = "model", num_cpus: float = 1.0, use_gpu: bool = False):
         self.c = check_contract(dict(contract), name)
         self.session = make_session(path, num_cpus, use_gpu)
-        mean, std = self.c["mean"], self.c["std"]
-        self.normalises_itself = bool(self.c.get("graph_may_normalise")) and graph_normalises_input(path)
-        if self.normalises_itself:
-            mean, std = [0.0] * 3, [1.0] * 3
-        self.mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
-        self.std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
-
-    def preprocess(self, crops: np.ndarray) -> np.ndarray:
-        s = int(self.c["size"])
-        x = np.stack([c if c.shape[0] == s else cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA) for c in crops])
-        if self.c["colour"] == "BGR":
-            x = x[..., ::-1]
-        x = x.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(self.c["scale"])
-        return np.ascontiguousarray((x - self.mean) / self.std)
+        check_image_input(self.session, int(self.c["size"]), name)
+        self.preprocess = Preprocess(self.c, path)
+        self.normalises_itself = self.preprocess.normalises_itself
 
     def score(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(raw model output, mapped 0–100) per crop."""
@@ -107,4 +141,39 @@ class OnnxModel:
         if len(crops):
             raw, mapped = self.model.score(crops)
             out[:, 1], out[:, 2] = raw, mapped
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# SDD-FIQA beside the primary method: the registry's "sdd-fiqa" contract on the exported model
+
+
+def side_by_side_check(name: str):
+    """A method that runs beside fiqa.backend is not itself a primary method."""
+
+    def check(cfg) -> None:
+        if cfg.fiqa.backend == name:
+            raise ConfigError(f"fiqa.backend: '{name}' runs beside the primary method: set fiqa.{name}.model "
+                              f"instead (fiqa.backend is dlib_stability, onnx or none)")
+
+    return check
+
+
+@register("fiqa", "sdd_fiqa", models=lambda cfg: [CATALOGUE["sdd-fiqa"], named(cfg.fiqa.sdd_fiqa.model, "fiqa")],
+          check=side_by_side_check("sdd_fiqa"), needs=(("onnxruntime", "prod"),))
+class SDDFIQA:
+    """SDD-FIQA's regression network (ONNX export of the authors' weights), beside the primary method"""
+
+    def __init__(self, cfg):
+        from ..modelstore import resolve
+
+        s, r = cfg.fiqa.sdd_fiqa, cfg.fiqa.resources
+        path = resolve(s.model, s.sha256, cfg.input.storage_options)
+        self.model = OnnxFIQA(path, CATALOGUE["sdd-fiqa"].contract, s.model, r.num_cpus, r.num_gpus > 0)
+
+    def score(self, crops: np.ndarray) -> np.ndarray:
+        out = np.full((len(crops), len(FIQA_KEYS)), np.nan, np.float32)
+        if len(crops):
+            raw, mapped = self.model.score(crops)
+            out[:, FIQA_KEYS.index("sdd_raw")], out[:, FIQA_KEYS.index("sdd_score")] = raw, mapped
         return out

@@ -557,11 +557,18 @@ class ScrfdFaces:
         self.pose = Landmark3D68(pose, r.num_cpus, gpu) if pose else None
 
     def detect_many(self, images: list) -> list:
-        """Per image: list of (bbox, score, points, pose or NaNs)."""
+        """Per image: list of (bbox, score, points, pose, (eye, mouth) openness), NaNs where the
+        pack has no landmark model."""
+        from .. import pose3d
+
         out = []
         for img, (boxes, scores, kps) in zip(images, self.det.detect(images)):
-            poses = self.pose.landmarks(img, boxes)[1] if self.pose is not None and len(boxes) else \
-                np.full((len(boxes), 3), np.nan)
+            poses, opens = np.full((len(boxes), 3), np.nan), np.full((len(boxes), 2), np.nan)
+            if self.pose is not None and len(boxes):
+                lmk, poses = self.pose.landmarks(img, boxes)
+                for f, pts in enumerate(lmk[:, :, :2]):  # 1k3d68 uses iBUG's 68-point order
+                    o = pose3d.openness(pts, pose3d.fit_pose_68(pts))
+                    opens[f] = (o.eye, o.mouth)
             order = np.argsort(-np.asarray(scores))
-            out.append([(boxes[j], float(scores[j]), kps[j], poses[j]) for j in order])
+            out.append([(boxes[j], float(scores[j]), kps[j], poses[j], opens[j]) for j in order])
         return out

@@ -13,6 +13,11 @@ A stage is a step of the pipeline (decode, detect, iqa, fiqa, fuse).  It
   emits the output rows).  A stage may return more or fewer rows than it received (a video clip
   becomes many frames), as long as every row keeps the key columns that let a later step gather
   rows again (``uri``, and for expanded rows their sequence number).
+- may instead return an iterator of batches (a generator), so that one input row can become
+  more rows than fit in memory at once: the decode stage yields a video's sampled frames in
+  chunks of at most its batch size (:mod:`pipeline.video.decode`).  Executors pass each batch
+  on as it comes (Ray Data's ``map_batches`` takes generator functions); every batch a stage
+  yields has the same columns.
 
 The pipeline itself is data: the list :data:`pipeline.stages.STAGES`, which an executor walks
 (:mod:`pipeline.executor`).  Swappable parts of a stage (decoders, detectors, models) are
@@ -22,7 +27,7 @@ backends from :mod:`pipeline.registry`, built in ``setup``.
 from __future__ import annotations
 
 import traceback
-from typing import Callable, ClassVar, Dict, List, Union
+from typing import Callable, ClassVar, Dict, Iterator, List, Union
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +36,7 @@ from ..config import Config, Resources
 
 Batch = Dict[str, np.ndarray]
 Output = Union[Batch, pa.Table]
+Outputs = Union[Output, Iterator[Output]]  # what process() returns: one batch or a generator of batches
 
 
 def objarray(items: List) -> np.ndarray:
@@ -61,7 +67,7 @@ class Stage:
     def setup(self) -> None:
         """Load models and other heavy state; called once before the first batch."""
 
-    def process(self, batch: Batch) -> Output:
+    def process(self, batch: Batch) -> Outputs:
         raise NotImplementedError
 
     def fail(self, status: np.ndarray, error: np.ndarray, i: int, exc: BaseException) -> None:

@@ -3,6 +3,9 @@
 Every file is read and its header checked here (size limits, format, decompression bombs); the
 pixels come from the ``decode.backend`` decoder (:mod:`pipeline.backends.decoders`).  Failures
 become the row's status (``read_error``, ``decode_error``, ``too_large``) and flow on.
+
+A video (recognised by its first bytes) becomes its sampled frames: then ``process`` returns a
+generator of batches (:func:`pipeline.video.decode.expand`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ import numpy as np
 
 from .. import registry
 from ..errors import RowError
-from ..images import EMPTY_IMAGE, open_image, read_file
+from ..images import EMPTY_IMAGE, open_image
 from ..io import retry
 from ..schema import READ_RETRIES
+from ..video.decode import expand, read_input
 from .base import Batch, Stage, objarray
 
 
@@ -24,18 +28,21 @@ class DecodeStage(Stage):
         retry.configure(self.cfg.storage)  # this worker's retry budget for reading objects
         self.decoder = registry.create("decode", self.cfg.decode.backend, self.cfg)
 
-    def process(self, batch: Batch) -> Batch:
+    def process(self, batch: Batch):
         c, so = self.cfg.decode, self.cfg.input.storage_options
         n = len(batch["uri"])
         status = np.full(n, "ok", dtype=object)
         error = np.full(n, "", dtype=object)
         width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
         images = [EMPTY_IMAGE] * n
-        opened, rows = [], []
+        opened, rows, videos = [], [], []
         before = retry.counts().get("read", 0)
         for i, uri in enumerate(batch["uri"]):
             try:
-                data = read_file(str(uri), so, c.max_bytes)
+                data = read_input(str(uri), so, c.max_bytes)
+                if not isinstance(data, bytes):
+                    videos.append((i, data))
+                    continue
                 opened.append((data, open_image(data, c.max_pixels)))
                 rows.append(i)
             except RowError as e:
@@ -49,9 +56,13 @@ class DecodeStage(Stage):
                 images[i] = got
                 height[i], width[i] = got.shape[:2]
         out = dict(batch)
-        retried = np.zeros(n, np.int64)  # reads this batch retried (storage faults), told to the driver
-        if n:
-            retried[0] = retry.counts().get("read", 0) - before
+        # reads this batch retried (storage faults), told to the driver on its first image row (a
+        # clip's rows are its frames: a batch of clips only does not report them)
+        retried = np.zeros(n, np.int64)
+        video_rows = {i for i, _ in videos}
+        first = next((i for i in range(n) if i not in video_rows), None)
+        if first is not None:
+            retried[first] = retry.counts().get("read", 0) - before
         out.update(status=status, error=error, width=width, height=height, image=objarray(images))
         out[READ_RETRIES] = retried
-        return out
+        return expand(self.cfg, out, videos)

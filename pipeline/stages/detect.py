@@ -9,8 +9,9 @@ each face this stage emits, from the full-size pixels:
 - ``face_patch``: un-resampled source pixels around the face centre (JPEG grid and sensor
   noise survive only there), zero-padded to a fixed square, valid side in ``face_patch_size``;
 - for the primary face only, ``face_crop_target``: the FFHQ-aligned crop at ``detect.target_size``
-  (the size faces are used at), and ``face_target_scale``: source pixels per crop pixel (< 1: the
-  face was smaller than the target and the crop is upsampled).
+  (the size faces are used at), ``face_target_scale``: source pixels per crop pixel (< 1: the
+  face was smaller than the target and the crop is upsampled), ``face_target_points``: the 5
+  landmarks in the crop, and ``face_target_outside``: the share of the crop outside the image.
 
 plus a small thumbnail of the whole image.  The full-size image is dropped here: nothing
 larger than these crops travels further.
@@ -25,6 +26,7 @@ import numpy as np
 
 from .. import geometry as geo
 from .. import registry
+from ..regions import framing_outside
 from .base import Batch, Stage, objarray, primary_index
 
 FACE_COLUMNS = {
@@ -39,6 +41,7 @@ FACE_COLUMNS = {
     "face_crop_iqa": lambda c: ((c.iqa_crop, c.iqa_crop, 3), np.uint8),
     "face_patch": lambda c: ((c.src_patch, c.src_patch, 3), np.uint8),
     "face_patch_size": lambda c: ((), np.int32),
+    "face_openness": lambda c: ((2,), np.float32),  # eye and mouth openness, with dense landmarks
 }
 
 
@@ -77,10 +80,18 @@ def crops_for_face(img: np.ndarray, pts: np.ndarray, c, arcface: bool) -> dict:
     }
 
 
-def target_crop(img: np.ndarray, landmarks: np.ndarray, size: int) -> tuple:
-    """(FFHQ-aligned crop of side ``size``, source pixels per crop pixel) for one face."""
+def target_crop(img: np.ndarray, landmarks: np.ndarray, size: int) -> dict:
+    """One face's FFHQ-aligned crop of side ``size``, with its source pixels per crop pixel, its
+    5 landmarks in crop coordinates and the share of the crop square outside the image."""
     m = geo.ffhq_matrix(landmarks, size)
-    return geo.warp_crop(img, m, size), 1.0 / math.sqrt(abs(np.linalg.det(m[:, :2])))
+    return {"face_crop_target": geo.warp_crop(img, m, size),
+            "face_target_scale": 1.0 / math.sqrt(abs(np.linalg.det(m[:, :2]))),
+            "face_target_points": geo.transform_points(m, landmarks).astype(np.float32),
+            "face_target_outside": framing_outside(m, size, img.shape[1], img.shape[0])}
+
+
+TARGET_COLUMNS = {"face_crop_target": np.zeros((0, 0, 3), np.uint8), "face_target_scale": np.float32(np.nan),
+                  "face_target_points": np.zeros((0, 2), np.float32), "face_target_outside": np.float32(np.nan)}
 
 
 def thumbnail(img: np.ndarray, side: int) -> np.ndarray:
@@ -96,9 +107,12 @@ class DetectStage(Stage):
 
     def setup(self) -> None:
         cv2.setNumThreads(1)
-        name = self.cfg.detect.detector
-        self.detector = registry.create("detect", name, self.cfg)
-        self.arcface_points = registry.get("detect", name).traits.get("points") == "arcface5"
+        c = self.cfg.detect
+        self.detector = registry.create("detect", c.detector, self.cfg)
+        self.arcface_points = registry.get("detect", c.detector).traits.get("points") == "arcface5"
+        # dense landmarks (pose, eye and mouth openness) where the detector gives only 5 points
+        self.dense = registry.create("landmarks", c.dense_landmarks, self.cfg) \
+            if c.dense_landmarks != "none" and not self.arcface_points else None
 
     def faces_of(self, img: np.ndarray, found: list) -> dict:
         c = self.cfg.detect
@@ -107,11 +121,15 @@ class DetectStage(Stage):
             return empty_faces(c)
         cols = {k: [] for k in FACE_COLUMNS}
         h, w = img.shape[:2]
-        for box, score, pts, pose in found:
+        for box, score, pts, pose, *rest in found:
+            openness = rest[0] if rest else np.full(2, np.nan)
+            if self.dense is not None:
+                pose, openness = self.dense.measure(img, box, pts)
             cols["face_bbox"].append(np.clip(box, 0, [w, h, w, h]))
             cols["face_det_score"].append(score)
             cols["face_points"].append(pts)
             cols["face_pose"].append(pose)
+            cols["face_openness"].append(openness)
             for k, v in crops_for_face(img, pts, c, self.arcface_points).items():
                 cols[k].append(v)
         return {k: np.asarray(v, dtype=FACE_COLUMNS[k](c)[1]) for k, v in cols.items()}
@@ -122,7 +140,7 @@ class DetectStage(Stage):
         per_face = {k: [empty_faces(c)[k]] * n for k in FACE_COLUMNS}
         num_faces = np.zeros(n, np.int32)
         thumbs = [np.zeros((0, 0, 3), np.uint8)] * n
-        targets, target_scale = [np.zeros((0, 0, 3), np.uint8)] * n, np.full(n, np.nan, np.float32)
+        target = {k: [v] * n for k, v in TARGET_COLUMNS.items()}
         images = batch["image"]
         ok = [i for i, st in enumerate(batch["status"]) if st == "ok" and images[i].size]
         try:  # one call for the whole batch (SCRFD runs it as one model batch)
@@ -139,13 +157,15 @@ class DetectStage(Stage):
             num_faces[i] = len(faces["face_bbox"])
             if num_faces[i]:
                 p = primary_index(faces["face_bbox"], faces["face_det_score"])
-                targets[i], target_scale[i] = target_crop(img, faces["face_landmarks"][p], c.target_size)
+                for k, v in target_crop(img, faces["face_landmarks"][p], c.target_size).items():
+                    target[k][i] = v
 
         self.per_row(batch, one)
         out = {k: v for k, v in batch.items() if k != "image"}
         out["num_faces"] = num_faces
         out["thumb"] = objarray(thumbs)
-        out["face_crop_target"], out["face_target_scale"] = objarray(targets), target_scale
+        for k, v in target.items():
+            out[k] = objarray(v) if isinstance(TARGET_COLUMNS[k], np.ndarray) else np.asarray(v, np.float32)
         for k in FACE_COLUMNS:
             out[k] = objarray(per_face[k])
         return out

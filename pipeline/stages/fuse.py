@@ -32,6 +32,9 @@ from ..schema import (
 from .base import Batch, Stage, primary_index
 
 HUBER_A = 0.2  # quadratic over the first fifth of start..full, linear after
+# columns passed on to the driver as they came: the listing's (extra.*), a video frame's
+# (video.*: pipeline/video/) and the primary face's embedding where the profile makes one
+CARRIED = (EXTRA_PREFIX, "video.", "face_embedding")
 
 
 def curve_penalty(curve: Curve, x: float) -> float:
@@ -56,10 +59,11 @@ def pose_penalty(angle_deg: float, weight: float) -> float:
     return -weight * 2.0 * math.log(c)
 
 
-def face_raw(iqa: np.ndarray, fiqa: np.ndarray, inter_eye: float) -> dict:
+def face_raw(iqa: np.ndarray, fiqa: np.ndarray, inter_eye: float, pose=(math.nan, math.nan, math.nan)) -> dict:
     """The raw value each curve reads."""
     q = dict(zip(FACE_IQA_KEYS, (float(v) for v in iqa)))
     f = dict(zip(FIQA_KEYS, (float(v) for v in fiqa)))
+    yaw, pitch, roll = (abs(float(a)) if a is not None else math.nan for a in pose)
     return {
         "resolution": float(inter_eye),
         "sharpness": q["sharpness"],
@@ -73,13 +77,33 @@ def face_raw(iqa: np.ndarray, fiqa: np.ndarray, inter_eye: float) -> dict:
         "recognisability": f["stability"],
         "fiqa_model": f["model_score"],
         "iqa_model": q["model_score"],
+        "detail": q["detail"],
+        "pixelation": q["grid"],
+        "banding": q["banding"],
+        "interlacing": q["combing"],
+        "colour_noise": q["colour_noise"],
+        "haze": q["black_level"],
+        "framing": q["framing"],
+        "eyes_visible": q["eye_visibility"],
+        "glare": q["eye_glare"],
+        "lower_face": q["lower_face"],
+        "colour": q["colour"],
+        "illumination": q["illumination"],
+        "eyes_open": q["eye_openness"],
+        "mouth_open": q["mouth_openness"],
+        "yaw_limit": yaw,
+        "pitch_limit": pitch,
+        "roll_limit": roll,
+        "serfiq": f["serfiq"],
+        "sdd_fiqa": f["sdd_score"],
+        "restoration": f["restoration_score"],
     }
 
 
 def score_face(cfg: Config, iqa, fiqa, inter_eye: float, pose) -> tuple[dict, dict, float]:
     """(raw values, component scores 0-100 (None where not measured), quality 0-100)."""
     fc = cfg.fuse
-    raw = face_raw(iqa, fiqa, inter_eye)
+    raw = face_raw(iqa, fiqa, inter_eye, pose)
     penalties = {}
     for name, curve in fc.curves.items():
         penalties[name] = None if not math.isfinite(raw[name]) else curve_penalty(curve, raw[name])
@@ -94,11 +118,15 @@ def score_face(cfg: Config, iqa, fiqa, inter_eye: float, pose) -> tuple[dict, di
 
 
 def reasons_for(cfg: Config, scores: dict) -> list:
+    """The reasons of the components scoring below ``fuse.reason_below``, worst first, each once
+    (two components may share one: sharpness and detail both say "blurry")."""
     fc = cfg.fuse
     low = [(s, k) for k, s in scores.items() if s is not None and s < fc.reason_below]
     out = []
     for _, k in sorted(low):
-        out.append(fc.curves[k].reason if k in fc.curves else f"pose_{k}")
+        reason = fc.curves[k].reason if k in fc.curves else f"pose_{k}"
+        if reason not in out:
+            out.append(reason)
     return out
 
 
@@ -181,7 +209,7 @@ class FuseStage(Stage):
                                                    "error": f"fuse: {type(e).__name__}: {e}"}))
         table = pa.Table.from_pylist(records, schema=BASE_SCHEMA)
         for name in batch:
-            if name.startswith(EXTRA_PREFIX):
+            if name.startswith(CARRIED):
                 table = table.append_column(name, carried_column(batch[name], None))
             elif name.startswith(INTERNAL_PREFIX):
                 table = table.append_column(name, pa.array(np.asarray(batch[name], np.int64)))

@@ -13,9 +13,10 @@ import numpy as np
 
 from .. import registry
 from ..schema import FACE_IQA_KEYS, IMAGE_IQA_KEYS
-from .base import Batch, Stage, objarray
+from .base import Batch, Stage, objarray, primary_index
 
 MODEL_RAW, MODEL_SCORE = FACE_IQA_KEYS.index("model_raw"), FACE_IQA_KEYS.index("model_score")
+OPENNESS = [FACE_IQA_KEYS.index("eye_openness"), FACE_IQA_KEYS.index("mouth_openness")]
 
 
 class IQAStage(Stage):
@@ -36,8 +37,13 @@ class IQAStage(Stage):
             image_iqa[i] = self.classical.image(batch["thumb"][i])
             crops, patches, sizes = batch["face_crop_iqa"][i], batch["face_patch"][i], batch["face_patch_size"][i]
             if len(crops):
-                face_iqa[i] = np.stack([self.classical.face(crops[j], patches[j], int(sizes[j]))
+                p = primary_index(np.asarray(batch["face_bbox"][i]).reshape(-1, 4), np.asarray(batch["face_det_score"][i]))
+                target = {"crop": batch["face_crop_target"][i], "scale": float(batch["face_target_scale"][i]),
+                          "points": batch["face_target_points"][i], "outside": float(batch["face_target_outside"][i])}
+                face_iqa[i] = np.stack([self.classical.face(crops[j], patches[j], int(sizes[j]), target if j == p else None)
                                         for j in range(len(crops))])
+                # what the detect stage's dense landmarks measured joins the raw measures
+                face_iqa[i][:, OPENNESS] = np.asarray(batch["face_openness"][i], np.float32).reshape(-1, 2)
 
         self.per_row(batch, one)
         if self.deep is not None:

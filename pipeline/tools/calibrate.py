@@ -80,7 +80,7 @@ def face_features(cfg: Config, face: dict) -> np.ndarray:
     iqa = face.get("iqa") or {}
     fiqa = face.get("fiqa") or {}
     raw = face_raw([_num(iqa.get(k)) for k in FACE_IQA_KEYS], [_num(fiqa.get(k)) for k in FIQA_KEYS],
-                   _num(face.get("inter_eye_px")))
+                   _num(face.get("inter_eye_px")), [_num(face.get(p)) for p in POSE])
     h = [curve_penalty(c.model_copy(update={"weight": 1.0}), raw.get(name, float("nan")))
          for name, c in cfg.fuse.curves.items()]
     h += [pose_penalty(_num(face.get(p)), 1.0) for p in POSE]

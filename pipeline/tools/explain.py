@@ -29,7 +29,7 @@ def explain_text(row: dict, cfg) -> str:
                      f"bbox {[round(v) for v in f['bbox']]}")
         raw = face_raw([f["iqa"][k] if f["iqa"][k] is not None else float("nan") for k in f["iqa"]],
                        [f["fiqa"][k] if f["fiqa"][k] is not None else float("nan") for k in f["fiqa"]],
-                       f["inter_eye_px"])
+                       f["inter_eye_px"], [f[k] if f[k] is not None else float("nan") for k in ("yaw", "pitch", "roll")])
         raw.update(yaw=f["yaw"], pitch=f["pitch"], roll=f["roll"])
         lines.append(f"      {'component':16s} {'raw':>9s} {'score':>6s}  curve")
         for name, score in f["components"].items():

@@ -20,6 +20,9 @@ Layout of ``OUT`` (any fsspec URI)::
     latest/review.txt
     latest/reject.txt
     latest/_view.json        the committed run the view reflects, and its counts (written last)
+    latest/frames.parquet    clips: their sampled frames and face tracks, by the same rule as
+    latest/tracks.parquet    quality.parquet (scores/frames/ and scores/tracks/ of each run; see
+                             pipeline/video/views.py); there once a run has scored a clip
 
 Change key: an object is *new* when its URI is not in the view, *changed* when its size or
 ETag differs (its mtime where the store has no ETag, as on local disks), *retry* when its last
@@ -439,6 +442,10 @@ def refresh_view(out: str, cfg: Config, committed: List[str]) -> Optional[dict]:
     # each step reads and rewrites whole files: on a storage fault it is done again (retried)
     if pending:
         retry.call("commit", _rewrite_view, out, cfg, current, pending, target, what="latest view")
+    from ..video.views import refresh_clip_views
+
+    # latest/frames.parquet, latest/tracks.parquet (clips)
+    retry.call("commit", refresh_clip_views, out, cfg, committed, what="clip views")
     rows, counts = retry.call("commit", _write_lists, out, so, what="verdict lists")
     marker = {"run_id": target, "rows": rows, "verdict_counts": counts, "updated_at": timestamp(),
               "view": VIEW_NAME, "lists": {v: f"{v}.txt" for v in VERDICT_LISTS},
@@ -562,12 +569,15 @@ def publish(rdir: str, scored: dict, refused: Optional[dict], so: dict) -> dict:
     staging, scores = join_uri(rdir, STAGING), join_uri(rdir, SCORES)
     summary = {**scored, "refused": refused or {"files": [], "rows": 0}}
     names = list(scored.get("files", [])) + list((refused or {}).get("files", []))
+    side = ((scored.get("video") or {}).get("files") or {})  # clips: frames/ and tracks/ part files
+    names += [f"{folder}/{n}" for folder, ns in side.items() for n in ns or []]
     if is_local(rdir):
         src, dst = local_path(staging), local_path(scores)
         write_json(join_uri(staging, SUMMARY_NAME), summary, so)
         if os.path.isdir(dst):  # a publish before this one got that far: keep what it moved
             for n in names + [SUMMARY_NAME]:
                 if os.path.exists(os.path.join(src, n)):
+                    os.makedirs(os.path.dirname(os.path.join(dst, n)), exist_ok=True)
                     os.replace(os.path.join(src, n), os.path.join(dst, n))
         else:
             os.rename(src, dst)

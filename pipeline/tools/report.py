@@ -517,8 +517,11 @@ def build_report(table: pa.Table, summary: Optional[dict], cfg: Config, source: 
     r = _Run.of(table, summary, cfg)
     thumbs = Thumbnails(cfg)
     shown: list = []
+    from ..video.report import clip_section
+
+    clips = clip_section(table, r.summary, cfg, source, thumbs, per_gallery)  # first: it gives clips' thumbnails
     body = [_run_section(r), _distributions_section(r), _relations_section(r),
-            _galleries_section(r, thumbs, per_gallery, shown), _settings_section(r)]
+            _galleries_section(r, thumbs, per_gallery, shown), clips, _settings_section(r)]
     where = source or r.summary.get("output", "")
     page = "".join([
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -528,10 +531,11 @@ def build_report(table: pa.Table, summary: Optional[dict], cfg: Config, source: 
         f"<title>{esc('faceqc report — ' + where)}</title><style>{CSS}</style></head><body>",
         f'<header><h1>faceqc report</h1><div class="meta">{esc(where)} · generated '
         f'{esc(time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()))}</div></header>',
-        "<nav>" + "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in NAV) + "</nav>",
+        "<nav>" + "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in NAV + ([("clips", "Clips")] if clips else []))
+        + "</nav>",
         "<main>", *body, "</main></body></html>\n",
     ])
-    return page, {"rows": table.num_rows, "galleries": shown, "thumbnails": sum(1 for v in thumbs.cache.values() if v[0]),
+    return page, {"rows": table.num_rows, "galleries": shown + (["clips"] if clips else []), "thumbnails": sum(1 for v in thumbs.cache.values() if v[0]),
                   "bytes": len(page.encode())}
 
 

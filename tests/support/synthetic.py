@@ -14,6 +14,10 @@ architectures' sizes) where the real weights cannot be downloaded.
   (torchvision, random init) with a 3309-way head, ~30 M parameters (the real 1k3d68.onnx: 143 MB).
 - :func:`arcface_like`: input ``(N, 3, 112, 112)`` -> ``(N, 512)``; insightface's iResNet-50
   (the architecture of w600k_r50.onnx, 43.6 M parameters), random init.
+- :func:`sdd_fiqa_like`: input ``(N, 3, 112, 112)`` -> ``(N, 1)``; SDD-FIQA's quality network in
+  shape (an IR-50 body, the authors' Flatten/PReLU/Dropout/Linear head).
+- :func:`unet_restorer_like`: input ``(N, 3, S, S)`` -> ``(N, 3, S, S)`` in [-1, 1]; a UNet-ish
+  face-restorer stand-in (50.7 GMACs at 512 px at full size).
 
 Random weights do not find faces, so by default the SCRFD stand-in *plants* one face per image:
 constant offsets added to its outputs at one stride-32 anchor near the canvas centre (score
@@ -276,3 +280,85 @@ def count_macs(module, input_shape) -> float:
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         module(torch.zeros(*input_shape, device="meta"))
     return fc.get_total_flops() / 2
+
+
+# -------------------------------------------------------------------------------------- SDD-FIQA
+
+
+def sdd_fiqa_module(tiny: bool = False):
+    """SDD-FIQA's quality network in shape: an IR-50 body (stage blocks 3/4/14/3, widths 64-512,
+    112 px in, 512x7x7 out — iResNet-50's layout, which TFace's IR-50 shares) and the authors' quality
+    head Flatten -> PReLU(25088) -> Dropout(0.5) -> Linear(25088, 1), random init."""
+    from torch import nn
+
+    body = iresnet((1, 1, 1, 1), 8) if tiny else iresnet()
+    feat = body.bn2.num_features * 7 * 7
+
+    class SDD(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1, self.prelu, self.layers = body.conv1, body.bn1, body.prelu, body.layers
+            self.quality = nn.Sequential(nn.Flatten(), nn.PReLU(feat), nn.Dropout(0.5), nn.Linear(feat, 1))
+
+        def forward(self, x):
+            return self.quality(self.layers(self.prelu(self.bn1(self.conv1(x)))))
+
+    return SDD()
+
+
+def sdd_fiqa_like(path: str, *, tiny: bool = False, seed: int = 0) -> str:
+    """Export an SDD-FIQA-shaped regression network: (N, 3, 112, 112) -> (N, 1)."""
+    import torch
+
+    torch.manual_seed(seed)
+    return _export(sdd_fiqa_module(tiny), torch.zeros(1, 3, 112, 112), path, "input", ["quality"],
+                   {"input": {0: "batch"}, "quality": {0: "batch"}})
+
+
+# ------------------------------------------------------------------------------- face restoration
+
+
+def unet_restorer_module(width: int = 32, depth: int = 4):
+    """A UNet-ish image-to-image network in a face restorer's contract: (N, 3, S, S) in [-1, 1] ->
+    (N, 3, S, S) in [-1, 1] (tanh).  ``depth`` halvings with widths width·2^k (capped at 16·width),
+    two 3x3 conv + LeakyReLU per level, skip connections, transposed-conv upsampling; width 32,
+    depth 4 is 50.7 GMACs at 512 px (a real restorer's cost differs with its architecture: scale by
+    its MACs).  Random init: for plumbing and timing, not for restoring anything."""
+    import torch
+    from torch import nn
+
+    def block(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
+                             nn.Conv2d(cout, cout, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True))
+
+    widths = [min(width * 2 ** k, 16 * width) for k in range(depth + 1)]
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inc = block(3, widths[0])
+            self.down = nn.ModuleList([nn.Sequential(nn.Conv2d(widths[k], widths[k], 3, 2, 1), block(widths[k], widths[k + 1]))
+                                       for k in range(depth)])
+            self.up = nn.ModuleList([nn.ConvTranspose2d(widths[k + 1], widths[k], 2, 2) for k in reversed(range(depth))])
+            self.dec = nn.ModuleList([block(2 * widths[k], widths[k]) for k in reversed(range(depth))])
+            self.out = nn.Conv2d(widths[0], 3, 1)
+
+        def forward(self, x):
+            skips = [self.inc(x)]
+            for d in self.down:
+                skips.append(d(skips[-1]))
+            y = skips.pop()
+            for up, dec in zip(self.up, self.dec):
+                y = dec(torch.cat([up(y), skips.pop()], 1))
+            return torch.tanh(self.out(y) + x)
+
+    return UNet()
+
+
+def unet_restorer_like(path: str, size: int = 512, *, width: int = 32, depth: int = 4, seed: int = 0) -> str:
+    """Export the UNet-ish restorer: (N, 3, size, size) -> (N, 3, size, size)."""
+    import torch
+
+    torch.manual_seed(seed)
+    return _export(unet_restorer_module(width, depth), torch.zeros(1, 3, size, size), path, "input", ["output"],
+                   {"input": {0: "batch"}, "output": {0: "batch"}})
