@@ -246,8 +246,9 @@ def work_counter():
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node = ray.get_runtime_context().get_node_id()
+    # on the driver's node (hard affinity): a lost worker node never takes the count with it
     return ray.remote(num_cpus=0, max_restarts=0)(WorkCounter).options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote()
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
 
 
 def alive_nodes() -> dict:

@@ -251,18 +251,27 @@ def score(todo: pa.Table, out: str, cfg: Config, schema: pa.Schema, address: Opt
         stats = ds.stats()
     except Exception:  # noqa: BLE001 - stats are informative only
         stats = ""
-    started = None
+    started, count_error = None, None
     if counter is not None:
+        for _ in range(3):  # a busy cluster may take a while to answer
+            try:
+                started = ray.get(counter.total.remote(), timeout=60)
+                break
+            except Exception as e:  # noqa: BLE001
+                count_error = f"{type(e).__name__}: {str(e)[:300]}"
+                if "Timeout" not in type(e).__name__:
+                    break
+        if started is None:
+            log.warning("cannot count the rows Ray redid: %s", count_error)
         try:
-            started = ray.get(counter.total.remote(), timeout=60)
             ray.kill(counter)
-        except Exception as e:  # noqa: BLE001
-            log.warning("cannot count the rows Ray redid: %s: %s", type(e).__name__, str(e)[:300])
-            started = None
+        except Exception:  # noqa: BLE001
+            pass
     now = alive_nodes()
     lost = sorted(addr for node, addr in nodes.items() if node not in now)
     return {**counts, "seconds_ray_start": t_ray, "seconds_pipeline": time.time() - t, "ray_stats": stats,
-            "ray_logs": ray_logs, "rows_started": started, "nodes": len(nodes), "nodes_lost": lost}
+            "ray_logs": ray_logs, "rows_started": started, "nodes": len(nodes), "nodes_lost": lost,
+            "count_error": None if started is not None else count_error}
 
 
 def run(sources: Sequence[str], out: str, cfg: Config, limit: Optional[int] = None,
@@ -401,7 +410,7 @@ def cluster_facts(result: dict) -> dict:
     started, written = result.get("rows_started"), result.get("rows", 0)
     redone = max(0, started - written) if isinstance(started, int) else None
     return {"nodes": result.get("nodes", 0), "nodes_lost": list(result.get("nodes_lost") or []),
-            "rows_started": started, "rows_redone": redone,
+            "rows_started": started, "rows_redone": redone, "count_error": result.get("count_error"),
             "redone_share": round(redone / written, 4) if redone is not None and written else (0.0 if redone == 0 else None)}
 
 
@@ -416,9 +425,11 @@ def failure_lines(summary: dict) -> List[str]:
                    + (f"; {st['gave_up']} gave up after the whole budget" if st.get("gave_up") else ""))
     c = summary.get("cluster") or {}
     if c.get("nodes_lost"):
-        out.append(f"lost {len(c['nodes_lost'])} of {c.get('nodes')} Ray nodes mid-run ({', '.join(c['nodes_lost'])}); "
-                   f"{c.get('rows_redone')} rows ({100 * (c.get('redone_share') or 0):.1f}% of the rows written) "
-                   f"were scored again elsewhere")
+        redone = (f"{c['rows_redone']} rows ({100 * (c.get('redone_share') or 0):.1f}% of the rows written) were "
+                  f"scored again elsewhere" if c.get("rows_redone") is not None
+                  else "the rows redone could not be counted")
+        out.append(f"lost {len(c['nodes_lost'])} of {c.get('nodes')} Ray nodes mid-run "
+                   f"({', '.join(c['nodes_lost'])}); {redone}")
     elif c.get("rows_redone"):
         out.append(f"{c['rows_redone']} rows ({100 * (c.get('redone_share') or 0):.1f}%) were scored twice "
                    f"(a worker was lost and Ray redid its tasks)")
