@@ -146,7 +146,8 @@ def cmd_nightly(args) -> int:
     from .tools.nightly import nightly, summary_text
 
     cfg = _config(args)
-    summary = nightly(args.source, args.out, cfg, address=args.address, progress=not args.no_progress)
+    summary = nightly(args.source, args.out, cfg, address=args.address, progress=not args.no_progress,
+                      keep_scores=args.keep_scores)
     print(summary_text(summary))
     return 0
 
@@ -238,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--out", required=True, help="where runs, the latest view and the accept/reject lists live")
     n.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     n.add_argument("--no-progress", action="store_true", help="hide Ray Data progress bars")
+    n.add_argument("--keep-scores", action="store_true",
+                   help="when settings or models changed since the last run, keep the stored scores (by default "
+                        "unchanged objects are rescored, or only re-fused when just fusion settings changed)")
     _add_config_args(n)
     n.set_defaults(func=cmd_nightly)
     _add_models_parser(sub)

@@ -459,6 +459,43 @@ class OutputConfig(_Section):
     compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = "zstd"
 
 
+class StorageConfig(_Section):
+    """How faceqc talks to storage: it does not change a single score, so it is left out of the
+    fingerprint (as storage options are).
+
+    Listing pages, object reads, part-file writes and commits that fail for a transient reason
+    (throttling: SlowDown, 429/503; a dropped connection; a timeout) are retried up to ``retries``
+    times, waiting a random time up to ``min(backoff_cap, backoff_base * 2**attempt)`` seconds
+    (capped exponential backoff with full jitter).  faceqc owns these retries, and counts them in
+    ``_summary.json``: on S3 it turns botocore's and s3fs's own retry layers off (unless the
+    storage options set them), so that no retry goes uncounted.  ``timeout``: seconds to connect
+    or to wait for a read on S3 (an unanswered request is a timeout, and retried).
+
+    ``lock_lease``: a run holds ``OUT/_lock.json`` and refreshes it every ``lock_heartbeat``
+    seconds; a lock not refreshed for ``lock_lease`` seconds belongs to a dead run and is taken
+    over (at once when its holder's process is gone on this host)."""
+
+    retries: int = Field(8, ge=0, le=100)
+    backoff_base: float = Field(0.2, gt=0, le=60)
+    backoff_cap: float = Field(20.0, gt=0, le=600)
+    timeout: float = Field(60.0, gt=0, le=3600)
+    lock_lease: float = Field(300.0, ge=2, le=86400)
+    lock_heartbeat: float = Field(30.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self):
+        if self.lock_heartbeat * 2 > self.lock_lease:
+            raise ValueError(f"lock_heartbeat ({self.lock_heartbeat:g} s) must be at most half of "
+                             f"lock_lease ({self.lock_lease:g} s)")
+        if self.backoff_base > self.backoff_cap:
+            raise ValueError(f"backoff_base ({self.backoff_base:g}) must not exceed backoff_cap ({self.backoff_cap:g})")
+        return self
+
+
+# settings that never change a score: left out of the scoring fingerprint of nightly runs
+_NOT_SCORING = ("output", "storage")
+
+
 class Config(_Section):
     profile: str = "offline"
     input: InputConfig = Field(default_factory=InputConfig)
@@ -470,6 +507,7 @@ class Config(_Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     def to_dict(self, redact: bool = True) -> dict:
         """Plain data (tuples stay tuples); storage options masked unless ``redact`` is False."""
@@ -499,8 +537,32 @@ class Config(_Section):
         between a killed attempt and its restart), and the faceqc and schema versions."""
         d = self.to_dict(redact=False)
         d["input"].pop("storage_options", None)
+        d.pop("storage", None)
         return hashlib.sha256(json.dumps([d, __version__, SCHEMA_VERSION], sort_keys=True, default=str)
                               .encode()).hexdigest()[:32]
+
+    def parts(self) -> dict:
+        """The settings split by what a change of them redoes (nightly runs compare these):
+        ``scoring``: what decides the raw measures (every stage's settings but its resources, the
+        input filter, the faceqc and schema versions); ``fusion``: how raw measures become
+        components, a quality and a verdict (``fuse.*`` but its resources).  Neither holds
+        storage options, storage / output settings or resources, which change no score."""
+        d = self.to_dict(redact=False)
+        d["input"].pop("storage_options", None)
+        for k in _NOT_SCORING:
+            d.pop(k, None)
+        for section in d.values():
+            if isinstance(section, dict):
+                section.pop("resources", None)
+        fusion = d.pop("fuse")
+        return {"scoring": d, "fusion": fusion}
+
+    def fingerprints(self) -> dict:
+        """Digests of :meth:`parts`: {"scoring": .., "fusion": ..} (models are added by the
+        nightly run, which hashes their files)."""
+        p = self.parts()
+        h = lambda x: hashlib.sha256(json.dumps(x, sort_keys=True, default=str).encode()).hexdigest()[:32]  # noqa: E731
+        return {"scoring": h([p["scoring"], __version__, SCHEMA_VERSION]), "fusion": h(p["fusion"])}
 
 
 PROFILES: Dict[str, dict] = {

@@ -185,12 +185,14 @@ class TaskChain:
     fresh copy of this object with every task; the set-up stages are found again by ``key``, a
     digest of the full configuration computed once on the driver."""
 
-    def __init__(self, stages: Sequence[Stage], cfg: Config):
+    def __init__(self, stages: Sequence[Stage], cfg: Config, counter=None):
         self.stages = list(stages)
+        self.counter = counter
         text = json.dumps([cfg.to_dict(redact=False), [s.name for s in stages]], sort_keys=True, default=str)
         self.key = hashlib.sha256(text.encode()).hexdigest()
 
     def __call__(self, batch: Batch) -> Iterator[Output]:
+        _count_started(self.counter, batch)
         ready = _READY.get(self.key)
         if ready is None:
             for st in self.stages:
@@ -204,12 +206,59 @@ class TaskChain:
 class ActorStage:
     """What one actor of an actor pool runs: one stage, set up when the actor starts."""
 
-    def __init__(self, stage: Stage):
-        self.stage = stage
+    def __init__(self, stage: Stage, counter=None):
+        self.stage, self.counter = stage, counter
         stage.setup()
 
     def __call__(self, batch: Batch) -> Output:
+        _count_started(self.counter, batch)
         return self.stage.process(batch)
+
+
+def _count_started(counter, batch: Batch) -> None:
+    """Tell the run's :class:`WorkCounter` that this batch's rows start (again, if a lost node's
+    task is redone): fire and forget."""
+    if counter is None:
+        return
+    try:
+        counter.add.remote(len(batch["uri"]))
+    except Exception:  # noqa: BLE001 - informative only
+        pass
+
+
+class WorkCounter:
+    """Rows the first stage started, every execution counted: what a run redid after a lost
+    node or worker = started - written.  A zero-CPU actor on the driver's node (made by
+    :func:`work_counter`)."""
+
+    def __init__(self):
+        self.rows = 0
+
+    def add(self, n: int) -> None:
+        self.rows += int(n)
+
+    def total(self) -> int:
+        return self.rows
+
+
+def work_counter():
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    # on the driver's node (hard affinity): a lost worker node never takes the count with it
+    return ray.remote(num_cpus=0, max_restarts=0)(WorkCounter).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+
+
+def alive_nodes() -> dict:
+    """{node id: address} of the Ray nodes alive now."""
+    import ray
+
+    try:
+        return {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in ray.nodes() if n.get("Alive")}
+    except Exception:  # noqa: BLE001 - informative only
+        return {}
 
 
 def ray_kwargs(res: Resources, cluster_cpus: float = 0) -> dict:
@@ -260,7 +309,7 @@ def block_rows(n: int, batch_size: int, cluster_cpus: float) -> int:
     return max(1, min(batch_size * 4, per_cpu, max(4, n // (20 * cpus))))
 
 
-def ray_dataset(table: pa.Table, cfg: Config):
+def ray_dataset(table: pa.Table, cfg: Config, counter=None):
     """The lazy Ray dataset of a listing table (uri, size, mtime, extra.*): one output row per
     listed row, in the columns of :func:`pipeline.stages.fuse` (before the sink conforms them)."""
     import ray
@@ -273,14 +322,15 @@ def ray_dataset(table: pa.Table, cfg: Config):
     step = block_rows(table.num_rows, stages[0].resources.batch_size, cluster_cpus)
     # from_blocks: block boundaries kept as given (one block -> one part file), and no metadata tasks
     ds = ray.data.from_blocks([table.slice(i, step) for i in range(0, max(1, table.num_rows), step)])
-    for group in groups(stages):
+    for i, group in enumerate(groups(stages)):
         kw = ray_kwargs(group[0].resources, cluster_cpus)
+        count = counter if i == 0 else None  # rows started = rows the first operator takes
         if group[0].resources.uses_actors:
             actor = type(f"{type(group[0]).__name__}Actor", (ActorStage,), {})
-            ds = ds.map_batches(actor, fn_constructor_args=(group[0],), batch_format="numpy",
+            ds = ds.map_batches(actor, fn_constructor_args=(group[0], count), batch_format="numpy",
                                 zero_copy_batch=True, **kw)
         else:
-            ds = ds.map_batches(TaskChain(group, cfg), batch_format="numpy", zero_copy_batch=True, **kw)
+            ds = ds.map_batches(TaskChain(group, cfg, count), batch_format="numpy", zero_copy_batch=True, **kw)
     return ds
 
 

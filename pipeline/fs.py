@@ -13,6 +13,7 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from .errors import InputError, MissingDependency, OutputError, install_hint
+from .io import retry
 
 # the faceqc extra that installs each bucket protocol's fsspec implementation
 PROTOCOL_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure",
@@ -23,7 +24,14 @@ PROTOCOL_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "az
 def _fs_cached(protocol_key: str, options_json: str):
     protocol = protocol_key or "file"
     try:
-        return fsspec.filesystem(protocol, **json.loads(options_json))
+        options = json.loads(options_json)[0]
+        if protocol in ("s3", "s3a"):
+            options = retry.s3_defaults(options)
+        fs = fsspec.filesystem(protocol, **options)
+        if protocol in ("s3", "s3a"):
+            retry.quiet_s3fs(fs)
+        # every store but the local disk: calls retried on transient faults, and counted
+        return fs if protocol in ("file", "local") else retry.RetryingFileSystem(fs)
     except ImportError as e:
         extra = PROTOCOL_EXTRAS.get(protocol)
         hint = install_hint(extra) if extra else str(e)
@@ -41,7 +49,9 @@ def get_fs(uri: str, storage_options: dict | None = None) -> Tuple[fsspec.Abstra
         fs, path = url_to_fs(uri)
         return fs, path
     protocol = uri.split("://", 1)[0]
-    fs = _fs_cached(protocol, json.dumps(opts, sort_keys=True, default=str))
+    # the retry policy is part of the key: an S3 filesystem is built with its timeouts
+    key = json.dumps([opts, retry.policy().as_dict()], sort_keys=True, default=str)
+    fs = _fs_cached(protocol, key)
     return fs, fs._strip_protocol(uri)
 
 
@@ -59,12 +69,16 @@ def join_uri(base: str, name: str) -> str:
 
 
 def read_bytes(uri: str, storage_options: dict | None = None, max_bytes: int | None = None) -> bytes:
+    """The bytes of one file (at most ``max_bytes`` + 1), the whole read retried on transient
+    storage faults (:mod:`pipeline.io.retry`)."""
     fs, path = get_fs(uri, storage_options)
-    with fs.open(path, "rb") as f:
-        if max_bytes is None:
-            return f.read()
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
+
+    def read() -> bytes:
+        with fs.open(path, "rb") as f:
+            return f.read() if max_bytes is None else f.read(max_bytes + 1)
+
+    data = read() if is_local(uri) else retry.call("read", read, what=uri)
+    if max_bytes is not None and len(data) > max_bytes:
         raise OverflowError(f"file is larger than decode.max_bytes ({max_bytes} bytes)")
     return data
 
@@ -72,12 +86,14 @@ def read_bytes(uri: str, storage_options: dict | None = None, max_bytes: int | N
 def read_json(uri: str, storage_options: dict | None = None) -> Optional[dict]:
     """A small JSON file; None if it is missing or unreadable as JSON.  A store that cannot be
     reached at all is an OutputError (reported before any work, exit code 2)."""
-    fs, path = get_fs(uri, storage_options)
     try:
-        with fs.open(path, "rb") as f:
-            return json.loads(f.read())
-    except (OSError, ValueError):  # missing, not a folder, unreadable
-        return None
+        return json.loads(read_bytes(uri, storage_options))
+    except (OSError, ValueError) as e:  # missing, not a folder, unreadable
+        if not retry.transient(e):
+            return None
+        # the store failed (after the whole retry budget, or inside an operation that is retried
+        # as a whole): never taken for "missing"
+        raise OutputError(redact(f"cannot read {uri}: {type(e).__name__}: {e}", storage_options)) from e
     except Exception as e:  # noqa: BLE001 - endpoint, credentials
         raise OutputError(redact(f"cannot read {uri}: {type(e).__name__}: {e}", storage_options)) from e
 
@@ -90,9 +106,12 @@ def write_json(uri: str, obj: dict, storage_options: dict | None = None) -> None
 
 def write_bytes_atomic(uri: str, data: bytes, storage_options: dict | None = None) -> None:
     """Write a whole file so that readers see either nothing (or the old file) or all of it
-    (see :func:`atomic_writer`)."""
-    with atomic_writer(uri, storage_options) as f:
-        f.write(data)
+    (see :func:`atomic_writer`); retried on transient storage faults, counted as commits."""
+    def write() -> None:
+        with atomic_writer(uri, storage_options) as f:
+            f.write(data)
+
+    write() if is_local(uri) else retry.call("commit", write, what=uri)
 
 
 def invalidate(uri: str, storage_options: dict | None = None) -> None:

@@ -158,3 +158,33 @@ def load_torch_weights(path: str):
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+_DIGESTS: dict = {}
+
+
+def model_digests(cfg) -> list:
+    """[{id, sha256}] of every model a configuration runs: the file's sha256 where the model is
+    a file (shipped in a package, cached or named by path), None for built-in code (whose
+    version the run's package versions record).  Hashed once per file, size and mtime."""
+    from .registry import models_for
+
+    out = []
+    for m in models_for(cfg):
+        sha = None
+        try:
+            path = None
+            if m.file:
+                from .models import model_path
+
+                path = model_path(m.id)
+            elif m.uri:
+                path = resolve(m.uri, m.sha256, cfg.input.storage_options)
+            if path:
+                st = os.stat(path)
+                key = (path, st.st_size, st.st_mtime_ns)
+                sha = _DIGESTS.get(key) or _DIGESTS.setdefault(key, sha256_file(path))
+        except (ModelError, OSError):
+            sha = m.sha256
+        out.append({"id": m.id, "sha256": sha})
+    return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import os
 import logging
 import platform
 import time
@@ -26,10 +27,12 @@ import pyarrow.parquet as pq
 
 from . import SCHEMA_VERSION, __version__
 from .config import Config
-from .errors import InputError, OutputError, errors_as
-from .executor import check_ray, init_ray, ray_dataset
-from .fs import get_fs, invalidate, join_uri, read_json, redact, write_json
-from .io.listing import entries_table, expand_inputs
+from .errors import FaceqcError, InputError, OutputError, errors_as
+from .executor import alive_nodes, check_ray, init_ray, ray_dataset, work_counter
+from .fs import get_fs, invalidate, is_local, join_uri, local_path, read_json, redact, write_json
+from .io import retry
+from .io.listing import list_sources
+from .io.lock import run_lock
 from .io.parts import (
     STATE_DIR,
     SUMMARY_NAME,
@@ -99,8 +102,12 @@ def check_output(out: str, cfg: Config, overwrite: bool) -> None:
                               f"pass --overwrite to replace it or choose another --out")
         fs.makedirs(path, exist_ok=True)
         probe = join_uri(path, f".faceqc-write-test-{uuid.uuid4().hex[:8]}")
-        with fs.open(probe, "wb") as f:
-            f.write(b"ok")
+
+        def write_probe():
+            with fs.open(probe, "wb") as f:
+                f.write(b"ok")
+
+        retry.call("write", write_probe, what=probe)
         fs.rm(probe)
     if overwrite:
         clear_output(out, so)
@@ -159,10 +166,16 @@ class RunState:
 
 def _read_plan(uri: str, so: dict) -> Optional[pa.Table]:
     fs, path = get_fs(uri, so)
-    try:
+
+    def read():
         with fs.open(path, "rb") as f:
             return pq.read_table(f)
-    except Exception:  # noqa: BLE001 - missing or unreadable: list again
+
+    try:
+        return retry.call("read", read, what=uri)
+    except Exception as e:  # noqa: BLE001 - missing or unreadable: list again
+        if retry.transient(e):
+            raise OutputError(redact(f"cannot read {uri}: {type(e).__name__}: {e}", so)) from e
         return None
 
 
@@ -209,13 +222,22 @@ def score(todo: pa.Table, out: str, cfg: Config, schema: pa.Schema, address: Opt
     """Score the rows of ``todo`` through Ray into part files in ``out``; return the writer's
     counts, the Ray start-up and pipeline seconds, and Ray Data's stats."""
     empty = {"rows": 0, "status": {}, "verdict": {}, "files": [], "seconds_ray_start": 0.0,
-             "seconds_pipeline": 0.0, "ray_stats": "", "ray_logs": None}
+             "seconds_pipeline": 0.0, "ray_stats": "", "ray_logs": None, "read_retries": 0, "rows_started": 0,
+             "nodes": 0, "nodes_lost": []}
     if not todo.num_rows:
         return empty
+    import ray
+
     t = time.time()
     ray_logs = init_ray(address)
     t_ray, t = time.time() - t, time.time()  # a local Ray's start-up is not pipeline time
-    ds = ray_dataset(todo, cfg)
+    nodes = alive_nodes()
+    try:
+        counter = work_counter()
+    except Exception as e:  # noqa: BLE001 - the count of redone rows is informative only
+        log.warning("cannot count the rows Ray redoes: %s: %s", type(e).__name__, e)
+        counter = None
+    ds = ray_dataset(todo, cfg, counter)
     writer = PartWriter(out, schema, cfg.input.storage_options, cfg.output.compression)
     clips = ClipCollector(writer, out, cfg, models_for(cfg))  # images pass; a video's rows become one clip row
     try:
@@ -229,8 +251,27 @@ def score(todo: pa.Table, out: str, cfg: Config, schema: pa.Schema, address: Opt
         stats = ds.stats()
     except Exception:  # noqa: BLE001 - stats are informative only
         stats = ""
+    started, count_error = None, None
+    if counter is not None:
+        for _ in range(3):  # a busy cluster may take a while to answer
+            try:
+                started = ray.get(counter.total.remote(), timeout=60)
+                break
+            except Exception as e:  # noqa: BLE001
+                count_error = f"{type(e).__name__}: {str(e)[:300]}"
+                if "Timeout" not in type(e).__name__:
+                    break
+        if started is None:
+            log.warning("cannot count the rows Ray redid: %s", count_error)
+        try:
+            ray.kill(counter)
+        except Exception:  # noqa: BLE001
+            pass
+    now = alive_nodes()
+    lost = sorted(addr for node, addr in nodes.items() if node not in now)
     return {**counts, "seconds_ray_start": t_ray, "seconds_pipeline": time.time() - t, "ray_stats": stats,
-            "ray_logs": ray_logs}
+            "ray_logs": ray_logs, "rows_started": started, "nodes": len(nodes), "nodes_lost": lost,
+            "count_error": None if started is not None else count_error}
 
 
 def run(sources: Sequence[str], out: str, cfg: Config, limit: Optional[int] = None,
@@ -240,23 +281,40 @@ def run(sources: Sequence[str], out: str, cfg: Config, limit: Optional[int] = No
     An unfinished run in ``out`` (killed midway) started again with the same arguments resumes:
     the inputs listed by its first attempt are kept, finished part files are kept, and only the
     rest is scored."""
-    t0 = time.time()
-    so = cfg.input.storage_options
     check_ray(address)
     check_installed(cfg)
+    retry.configure(cfg.storage)
+    for src in list(sources) + [out]:  # every store's filesystem package, before --out is touched
+        if not is_local(src):
+            get_fs(src, cfg.input.storage_options)
+    if is_local(out):  # the lock lives in --out: it must be a folder that can be written
+        path = local_path(out)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise OutputError(f"output {out} exists and is not a directory")
+        with errors_as(OutputError, f"output {out} is not writable"):
+            os.makedirs(path, exist_ok=True)
+    with run_lock(out, cfg, "faceqc score") as lock:  # before any work: one run per output
+        try:
+            return _run(sources, out, cfg, limit, address, overwrite, progress, lock)
+        except Exception as e:
+            if retry.transient(e) and not isinstance(e, FaceqcError):
+                raise retry.exhausted(e, f"faceqc score {out}", cfg.input.storage_options) from e
+            raise
+
+
+def _run(sources, out, cfg, limit, address, overwrite, progress, lock) -> dict:
+    t0 = time.time()
+    so = cfg.input.storage_options
+    before = retry.counts()
     args = {"sources": list(sources), "limit": limit, "extensions": list(cfg.input.extensions)}
     state = None if overwrite else RunState.load(out, so)
     resumable = state is not None and state.args == args and state.config == cfg.fingerprint()
     table = _read_plan(join_uri(join_uri(out, STATE_DIR), PLAN_NAME), so) if resumable else None
     list_stats = dict(state.listing) if resumable and table is not None else {}
     if table is None:
-        entries = expand_inputs(sources, so, cfg.input.extensions, list_stats)
-        if limit is not None:
-            entries = entries[: max(0, limit)]
-        if not entries:
+        table = list_sources(sources, so, cfg.input.extensions, list_stats, limit)
+        if not table.num_rows:
             raise InputError(f"no input files found in {', '.join(sources)}")
-        table = entries_table(entries)
-        del entries
     t_list = time.time() - t0
     check_output(out, cfg, overwrite)
     if not (resumable and state.plan == plan_fingerprint(table)):
@@ -265,20 +323,24 @@ def run(sources: Sequence[str], out: str, cfg: Config, limit: Optional[int] = No
             raise _foreign_parts(out)
         write_table_atomic(join_uri(join_uri(out, STATE_DIR), PLAN_NAME), table, so)
     return run_table(table, out, cfg, address=address, progress=progress, state=state, t0=t0, t_list=t_list,
-                     inputs=list(sources), args=args, listing=list_stats)
+                     inputs=list(sources), args=args, listing=list_stats, lock=lock, retries_before=before)
 
 
 def run_table(table: pa.Table, out: str, cfg: Config, address: Optional[str] = None, progress: bool = True,
               state: Optional[RunState] = None, t0: Optional[float] = None, t_list: float = 0.0,
               inputs: Sequence[str] = (), args: Optional[dict] = None, listing: Optional[dict] = None,
-              extra: Optional[dict] = None) -> dict:
+              extra: Optional[dict] = None, lock=None, retries_before: Optional[dict] = None) -> dict:
     """Score the rows of a listing table (uri, size, mtime, extra.*) into ``out``, resuming an
     unfinished run of the same table and configuration; write the summary last; return it.
-    ``extra``: more fields for the summary (nightly's)."""
+    ``extra``: more fields for the summary (nightly's).  ``lock``: the run's
+    :class:`~pipeline.io.lock.RunLock`, checked before the commit.  ``retries_before``: the
+    storage retry counts (:func:`pipeline.io.retry.counts`) when the run began."""
     t0 = t0 or time.time()
     so = cfg.input.storage_options
     check_ray(address)
     check_installed(cfg)
+    retry.configure(cfg.storage)
+    before = retry.counts() if retries_before is None else retries_before
     plan_fp, cfg_fp = plan_fingerprint(table), cfg.fingerprint()
     state = state if state is not None else RunState.load(out, so)
     existing = scan_parts(out, so)
@@ -309,12 +371,19 @@ def run_table(table: pa.Table, out: str, cfg: Config, address: Optional[str] = N
                            "pipeline": round(result["seconds_pipeline"], 3), "total": round(time.time() - t0, 3)},
                "video": video_summary(result, clip_files),
                "ray_logs": result["ray_logs"], **run_facts(cfg), **(extra or {}), "ray_stats": result["ray_stats"]}
+    summary["storage"] = storage_facts(before, result.get("read_retries", 0))
+    summary["cluster"] = cluster_facts(result)
+    if lock is not None:
+        summary["lock"] = lock.summary()
+    summary["warnings"] = failure_lines(summary)
     rows = summary["rows"]
     if rows != table.num_rows:
         summary["error"] = f"wrote {rows} rows for {table.num_rows} inputs"
         # no commit marker: the run stays unfinished, and a restart scores what is missing
         write_json(join_uri(join_uri(out, STATE_DIR), "last_attempt.json"), summary, so)
         return summary
+    if lock is not None:
+        lock.check()  # a run whose lock was taken over never commits
     write_json(join_uri(out, SUMMARY_NAME), summary, so)
     fs, path = get_fs(out, so)
     try:
@@ -323,6 +392,56 @@ def run_table(table: pa.Table, out: str, cfg: Config, address: Optional[str] = N
         pass
     invalidate(out, so)
     return summary
+
+
+def storage_facts(before: dict, worker_reads: int = 0) -> dict:
+    """The retry budget and what this run used of it (the driver's retries since ``before``,
+    plus the object reads the workers retried)."""
+    got = retry.since(before)
+    got["read"] = got.get("read", 0) + int(worker_reads or 0)
+    return {"policy": retry.policy().as_dict(), "retries": got,
+            "retries_total": sum(v for k, v in got.items() if k != "gave_up"),
+            "worker_read_retries": int(worker_reads or 0)}
+
+
+def cluster_facts(result: dict) -> dict:
+    """Ray nodes at the start and those lost mid-run; rows started (every execution) against
+    rows written: the share of the work a lost node or worker made Ray redo."""
+    started, written = result.get("rows_started"), result.get("rows", 0)
+    redone = max(0, started - written) if isinstance(started, int) else None
+    return {"nodes": result.get("nodes", 0), "nodes_lost": list(result.get("nodes_lost") or []),
+            "rows_started": started, "rows_redone": redone, "count_error": result.get("count_error"),
+            "redone_share": round(redone / written, 4) if redone is not None and written else (0.0 if redone == 0 else None)}
+
+
+def failure_lines(summary: dict) -> List[str]:
+    """One line per fault the run survived or that needs attention (console and summary)."""
+    out = []
+    st = (summary.get("storage") or {}).get("retries") or {}
+    total = sum(v for k, v in st.items() if k != "gave_up")
+    if total or st.get("gave_up"):
+        kinds = ", ".join(f"{k} {v}" for k, v in st.items() if v and k != "gave_up")
+        out.append(f"storage faults: {total} operations retried ({kinds})"
+                   + (f"; {st['gave_up']} gave up after the whole budget" if st.get("gave_up") else ""))
+    c = summary.get("cluster") or {}
+    if c.get("nodes_lost"):
+        redone = (f"{c['rows_redone']} rows ({100 * (c.get('redone_share') or 0):.1f}% of the rows written) were "
+                  f"scored again elsewhere" if c.get("rows_redone") is not None
+                  else "the rows redone could not be counted")
+        out.append(f"lost {len(c['nodes_lost'])} of {c.get('nodes')} Ray nodes mid-run "
+                   f"({', '.join(c['nodes_lost'])}); {redone}")
+    elif c.get("rows_redone"):
+        out.append(f"{c['rows_redone']} rows ({100 * (c.get('redone_share') or 0):.1f}%) were scored twice "
+                   f"(a worker was lost and Ray redid its tasks)")
+    t = (summary.get("lock") or {}).get("taken_over")
+    if t:
+        out.append(f"took over a stale lock from host {t.get('host')}, pid {t.get('pid')} "
+                   f"(started {t.get('started_at')}): {t.get('reason')}")
+    r = summary.get("resume") or {}
+    if r.get("parts_dropped"):
+        out.append(f"dropped {r['parts_dropped']} part files that no committed attempt wrote "
+                   f"(a killed attempt's late writes, or unreadable files); their rows were scored again")
+    return out
 
 
 def _counts(result: dict, done: Committed, planned: int, scored: int, files: List[str], dropped: int,
@@ -360,6 +479,8 @@ def summary_text(summary: dict) -> str:
         lines.append("  NOTE   : non-commercial models were used: " + ", ".join(noncommercial))
     if summary.get("ray_logs"):
         lines.append(f"  logs   : Ray's logs are in {summary['ray_logs']}")
+    for w in summary.get("warnings") or []:
+        lines.append("  WARNING: " + w)
     if summary.get("error"):
         lines.append("  ERROR  : " + summary["error"])
     return "\n".join(lines)

@@ -49,6 +49,9 @@ STATUSES = ("ok", "no_face", "read_error", "decode_error", "too_large",
 VERDICTS = ("accept", "review", "reject")
 
 EXTRA_PREFIX = "extra."  # listing columns carried through the stages to the output
+# what workers tell the driver beside the rows (never an output column): the sink sums it
+INTERNAL_PREFIX = "_faceqc."
+READ_RETRIES = INTERNAL_PREFIX + "read_retries"
 
 f32 = pa.float32()
 
@@ -100,7 +103,7 @@ BASE_SCHEMA = pa.schema(
 )
 
 # output columns a manifest's own columns must not shadow: ours, and those nightly runs add
-RESERVED = tuple(BASE_SCHEMA.names) + ("etag", "run_id", "change")
+RESERVED = tuple(BASE_SCHEMA.names) + ("etag", "run_id", "change", "scoring_fp", "fusion_fp")
 
 
 def carried_name(name: str) -> str:

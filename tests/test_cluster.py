@@ -4,6 +4,7 @@ validated by Ray's own autoscaler validation, and the KubeRay manifests."""
 from __future__ import annotations
 
 import copy
+import json
 import glob
 import os
 import secrets
@@ -49,6 +50,12 @@ def test_cluster_yaml_passes_rays_autoscaler_validation():
     # faceqc through the lock, with the cluster extra (whose resolution `make check-installs` checks)
     assert "pip install -q -c /home/ubuntu/faceqc/constraints.txt -e \"/home/ubuntu/faceqc[cluster]\"" in setup
     assert prepared["file_mounts"]["/home/ubuntu/faceqc"] == "."
+    # token authentication: one token for every node, RAY_AUTH_MODE=token wherever Ray starts,
+    # and the dashboard (the Jobs API) on the head's loopback only (reached through `ray dashboard`)
+    assert prepared["file_mounts"]["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"
+    starts = [c for c in prepared["head_start_ray_commands"] + prepared["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token ray start" in c for c in starts)
+    assert "--dashboard-host=0.0.0.0" not in " ".join(starts) and "--dashboard-host=127.0.0.1" in starts[0]
     # the validation is real: a misspelt field is refused
     broken = copy.deepcopy(cfg)
     broken["available_node_types"]["gpu"]["min_worker"] = 1
@@ -72,6 +79,7 @@ def _check_job_spec(spec: dict) -> None:
     assert spec["backoffLimit"] >= 1 and spec["activeDeadlineSeconds"] < 24 * 3600
     rc = spec["rayClusterSpec"]
     assert rc["rayVersion"] == "2.60.0"
+    assert rc["authOptions"] == {"mode": "token"}  # KubeRay makes and shares the cluster's token
     assert rc["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     groups = {g["groupName"]: g for g in rc["workerGroupSpecs"]}
     gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
@@ -166,3 +174,124 @@ def test_ray_job_submit_nightly_on_a_local_head(moto_s3, face_jpegs, ray_tmpdir,
             head.wait(timeout=30)
         except subprocess.TimeoutExpired:
             head.kill()
+
+
+# ------------------------------------------------------------------------- node loss
+def _token_env(tmp_path, ray_tmpdir, extra: dict) -> dict:
+    """The token a user's cluster shares: generated once (`ray get-auth-token --generate`, here
+    into a private HOME), read by every node from its file with RAY_AUTH_MODE=token."""
+    home = tmp_path / "home"
+    home.mkdir()
+    gen = subprocess.run([os.path.join(VENV_BIN, "ray"), "get-auth-token", "--generate"], capture_output=True,
+                         text=True, env={**os.environ, "HOME": str(home)}, timeout=60)
+    token_file = home / ".ray" / "auth_token"
+    assert gen.returncode == 0 and token_file.is_file(), gen.stderr
+    env = {**os.environ, **extra, "RAY_TMPDIR": ray_tmpdir, "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token_file), "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
+    env.pop("RAY_AUTH_TOKEN", None)
+    return env, token_file.read_text().strip()
+
+
+def test_nightly_survives_losing_a_worker_node(moto_s3, face_jpegs, ray_tmpdir, tmp_path):
+    """A head and a second node (`ray start --address`) on this machine, both token-protected
+    as cluster.yaml sets them up; the nightly job runs; the second node's raylet is SIGKILLed
+    midway.  The job finishes, every object is scored exactly once, and the summary reports the
+    lost node and the share of rows that were redone."""
+    import psutil
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    n = 120
+    fs = moto_s3.fs()
+    fs.mkdir("nodeloss")
+    imgs = list(face_jpegs.items())[:n]
+    fs.pipe({f"nodeloss/src/{name}": data for name, data in imgs})
+    env, token = _token_env(tmp_path, ray_tmpdir, moto_s3.env)
+    gcs_port, dash_port = free_port(), free_port()
+    head_log, worker_log = str(tmp_path / "head.log"), str(tmp_path / "worker.log")
+    # two nodes on one machine: each its own agent ports (Ray's defaults are fixed numbers, and the
+    # Jobs API needs the head's agent)
+    def own_ports():
+        return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+
+    head = subprocess.Popen(
+        [os.path.join(VENV_BIN, "ray"), "start", "--head", f"--port={gcs_port}", "--num-cpus=1",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
+         "--disable-usage-stats", *own_ports(), "--block"],
+        cwd=REPO, env=env, stdout=open(head_log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    worker = None
+    try:
+        url = f"http://127.0.0.1:{dash_port}"
+        headers = {"Authorization": f"Bearer {token}"}
+        _wait_http(url + "/api/version", headers, head, head_log)
+        worker = subprocess.Popen(
+            [os.path.join(VENV_BIN, "ray"), "start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=2", *own_ports(),
+             "--block"],
+            cwd=REPO, env=env, stdout=open(worker_log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 120
+        raylet, opener = None, urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while True:  # the second node joined (with the token): the head counts two alive nodes
+            assert worker.poll() is None, open(worker_log).read()[-3000:]
+            assert time.time() < deadline, "the second node did not join:\n" + open(worker_log).read()[-3000:]
+            raylet = raylet or next((p for p in psutil.Process(worker.pid).children(recursive=True)
+                                     if p.name() == "raylet"), None)
+            try:
+                got = json.loads(opener.open(urllib.request.Request(url + "/api/v0/nodes", headers=headers),
+                                             timeout=5).read())
+                alive = [nd for nd in got["data"]["result"]["result"] if nd.get("state") == "ALIVE"]
+            except (OSError, KeyError, ValueError):
+                alive = []
+            if raylet is not None and len(alive) == 2:
+                break
+            time.sleep(1)
+        conf = tmp_path / "small-batches.yaml"
+        conf.write_text("".join(f"{st}: {{resources: {{batch_size: 2}}}}\n"
+                                for st in ("decode", "detect", "iqa", "fiqa", "fuse")))
+        client = JobSubmissionClient(url, headers=headers)
+        deadline = time.time() + 300  # each node's job agent comes up a while after its raylet
+        while True:
+            try:
+                job_id = client.submit_job(
+                    entrypoint="python -m jobs.nightly_clean --source s3://nodeloss/src --out s3://nodeloss/qc "
+                               f"--profile offline-fast --config {conf} --no-progress",
+                    runtime_env={"working_dir": REPO})
+                break
+            except RuntimeError as e:
+                if "No available agent" not in str(e) or time.time() > deadline:
+                    raise
+                time.sleep(1)
+        # midway: the second node's raylet dies (as when a spot node is reclaimed)
+        deadline = time.time() + 300
+        while len(fs.glob("nodeloss/qc/runs/*/_staging/part-*.parquet")) * 2 < 0.3 * n:
+            assert client.get_job_status(job_id) == JobStatus.RUNNING or time.time() < deadline - 290, \
+                client.get_job_logs(job_id)[-3000:]
+            assert time.time() < deadline, "the job committed too little in time"
+            time.sleep(0.3)
+        raylet.kill()
+        deadline = time.time() + 400
+        while client.get_job_status(job_id) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            assert time.time() < deadline, client.get_job_logs(job_id)[-3000:]
+            time.sleep(1)
+        logs = client.get_job_logs(job_id)
+        assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-3000:]
+    finally:
+        for p in (worker, head):
+            if p is not None:
+                p.terminate()
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    [summary] = [json.loads(fs.cat(p)) for p in fs.glob("nodeloss/qc/runs/*/_summary.json")]
+    assert summary["rows"] == n
+    scores = f"nodeloss/qc/runs/run_id={summary['run_id']}/scores"
+    uris = [u for name in summary["files"]["scores"]
+            for u in pq.read_table(fs.open(f"{scores}/{name}", "rb"), columns=["uri"]).column("uri").to_pylist()]
+    assert sorted(uris) == sorted(f"s3://nodeloss/src/{name}" for name, _ in imgs)  # each exactly once
+    c = summary["cluster"]
+    assert c["nodes"] == 2 and len(c["nodes_lost"]) == 1
+    assert isinstance(c["rows_started"], int), (c, [ln for ln in logs.splitlines() if "count" in ln])
+    assert c["rows_started"] >= n and c["rows_redone"] == c["rows_started"] - n
+    assert any(w.startswith("lost 1 of 2 Ray nodes mid-run") for w in summary["warnings"])
+    assert "WARNING: lost 1 of 2 Ray nodes" in logs
+    print(f"node loss: {c['rows_redone']} of {n} rows redone ({100 * c['redone_share']:.1f}%)")

@@ -154,12 +154,13 @@ def test_nightly_local_folder_keys_on_mtime(tmp_path, face_jpegs, ray_local):
 
     files = committed_files(out)
     assert len(files) == len(s1["files"]["scores"]) + len(s2["files"]["scores"])
-    busy = os.path.join(out, "runs", "run_id=9999-12-31T000000Z", "scores")
+    # ... and a run in progress keeps its part files in _staging/, which a glob of scores/ skips
+    busy = os.path.join(out, "runs", "run_id=9999-12-31T000000Z", "_staging")
     os.makedirs(busy)
     shutil.copy(files[0], busy)
     q = "SELECT count(*), min(run_id) FROM read_parquet({}, hive_partitioning = true)"
     assert duckdb.sql(q.format(repr(committed_files(out)))).fetchall()[0] == (5, s1["run_id"])
-    assert duckdb.sql(q.format(repr(f"{out}/runs/*/scores/*.parquet"))).fetchall()[0][0] > 5
+    assert duckdb.sql(q.format(repr(f"{out}/runs/*/scores/*.parquet"))).fetchall()[0] == (5, s1["run_id"])
 
 
 def test_nightly_refuses_overlapping_source_and_out(tmp_path, capsys):
@@ -170,7 +171,7 @@ def test_nightly_refuses_overlapping_source_and_out(tmp_path, capsys):
 
 def _committed_rows(fs, out_key):
     rows, uris = 0, []
-    for p in fs.glob(f"{out_key}/runs/*/scores/part-*.parquet"):
+    for p in fs.glob(f"{out_key}/runs/*/_staging/part-*.parquet"):
         try:
             with fs.open(p, "rb") as f:
                 t = pq.read_table(f, columns=["uri"])
@@ -203,7 +204,9 @@ def test_killed_nightly_resumes_exactly_once(moto_s3, face_jpegs, tmp_path, ray_
     deadline = time.time() + 300
     try:
         while True:  # parts hold at most 4 rows each: listing them is enough to know when to kill
-            if len(fs.glob("kill/qc/runs/*/scores/part-*.parquet")) * 4 >= 0.45 * n:
+            if len(fs.glob("kill/qc/runs/*/_staging/part-*.parquet")) * 4 >= 0.45 * n:
+                # a reader globbing the runs' scores sees nothing of the run in progress
+                assert fs.glob("kill/qc/runs/*/scores/*.parquet") == []
                 break
             assert proc.poll() is None, (tmp_path / "attempt1.log").read_text()[-3000:]
             assert time.time() < deadline, "attempt 1 committed too little in time"
@@ -230,6 +233,7 @@ def test_killed_nightly_resumes_exactly_once(moto_s3, face_jpegs, tmp_path, ray_
     done, done_uris = _committed_rows(fs, "kill/qc")
     assert 0.4 * n <= done < n and len(set(done_uris)) == done
     assert not fs.glob("kill/qc/runs/*/_summary.json") and not fs.exists("kill/qc/latest/_view.json")
+    assert fs.glob("kill/qc/runs/*/scores/*.parquet") == []  # the killed attempt's parts are not visible
     reads1 = s3.object_gets("kill", "src/", since=mark1)
 
     mark2 = s3.log_size()

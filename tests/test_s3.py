@@ -167,7 +167,7 @@ def test_secrets_stay_out_of_logs_summaries_and_parquet(moto_s3, bucket, tmp_pat
     p2 = subprocess.run([sys.executable, "-m", "pipeline.cli", "score", "s3://faces/photos", "--out", out + "2",
                          "--storage-options", f"@{tmp_path / 'bad.json'}", "--no-progress"],
                         cwd=REPO, env=env, capture_output=True, timeout=300)
-    assert p2.returncode == 2 and b"faceqc: error: cannot read s3://faces/out/secret-run2" in p2.stderr
+    assert p2.returncode == 2 and b"faceqc: error: cannot take the lock s3://faces/out/secret-run2/_lock.json" in p2.stderr
     text += p2.stdout + p2.stderr
     fs = bucket
     blobs = b"".join(fs.cat(p) for p in fs.find("faces/out/secret-run"))

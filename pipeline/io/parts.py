@@ -35,7 +35,9 @@ from ..fs import (
     local_path,
     redact,
 )
-from ..schema import conform
+from ..errors import OutputError
+from ..schema import READ_RETRIES, conform
+from . import retry
 
 SUMMARY_NAME = "_summary.json"
 STATE_DIR = "_faceqc"  # resume state and temporary files; readers skip "_" folders
@@ -58,8 +60,15 @@ def write_table_atomic(uri: str, table: pa.Table, storage_options: dict | None,
         parent = os.path.dirname(local_path(uri))
         tmp_dir = os.path.join(parent, "tmp") if os.path.basename(parent) == STATE_DIR \
             else os.path.join(parent, STATE_DIR, "tmp")
-    with atomic_writer(uri, storage_options, tmp_dir) as f:
-        pq.write_table(table, f, compression=compression)
+        with atomic_writer(uri, storage_options, tmp_dir) as f:
+            pq.write_table(table, f, compression=compression)
+        return
+
+    def write() -> None:  # one PUT (or multipart upload): the whole file again on a retry
+        with atomic_writer(uri, storage_options) as f:
+            pq.write_table(table, f, compression=compression)
+
+    retry.call("write", write, what=uri)
 
 
 class PartWriter:
@@ -76,9 +85,14 @@ class PartWriter:
         self.threads = threads
         self.pending: collections.deque = collections.deque()
         self.counts = {"rows": 0, "status": collections.Counter(), "verdict": collections.Counter(), "files": []}
+        self.read_retries = 0  # the workers' retried object reads, summed from the rows' side channel
 
     def write(self, rows) -> int:
         """Queue one part file of ``rows`` (the fuse stage's output); return its row count."""
+        names = rows.column_names if isinstance(rows, pa.Table) else list(rows)
+        if READ_RETRIES in names:
+            col = rows.column(READ_RETRIES) if isinstance(rows, pa.Table) else rows[READ_RETRIES]
+            self.read_retries += int(sum(col.to_pylist() if hasattr(col, "to_pylist") else col))
         table = conform(rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows), self.schema, self.mask)
         if not table.num_rows:
             return 0
@@ -107,7 +121,7 @@ class PartWriter:
             self.pool.shutdown(wait=True, cancel_futures=True)
         c = self.counts
         return {"rows": c["rows"], "status": dict(c["status"]), "verdict": dict(c["verdict"]),
-                "files": sorted(c["files"])}
+                "files": sorted(c["files"]), "read_retries": self.read_retries}
 
 
 # ------------------------------------------------------------------------ committed parts
@@ -118,10 +132,18 @@ def part_names(out: str, storage_options: dict | None) -> List[str]:
 def read_part(out: str, name: str, storage_options: dict | None, columns=("uri", "status", "verdict")):
     """The given columns of one part file, or None when it cannot be read as Parquet."""
     fs, path = get_fs(join_uri(out, name), storage_options)
-    try:
+
+    def read():
         with fs.open(path, "rb") as f:
             return pq.read_table(f, columns=list(columns))
-    except Exception:  # noqa: BLE001 - missing, truncated or foreign file
+
+    try:
+        return read() if is_local(out) else retry.call("read", read, what=name)
+    except Exception as e:  # noqa: BLE001 - missing, truncated or foreign file
+        if retry.transient(e):  # the store, not the file: never drop a good part for it
+            raise OutputError(redact(f"cannot read part file {join_uri(out, name)} after "
+                                     f"{retry.policy().retries} retries: {type(e).__name__}: {e}",
+                                     storage_options)) from e
         return None
 
 

@@ -15,6 +15,8 @@ import numpy as np
 from .. import registry
 from ..errors import RowError
 from ..images import EMPTY_IMAGE, open_image
+from ..io import retry
+from ..schema import READ_RETRIES
 from ..video.decode import expand, read_input
 from .base import Batch, Stage, objarray
 
@@ -23,6 +25,7 @@ class DecodeStage(Stage):
     name = "decode"
 
     def setup(self) -> None:
+        retry.configure(self.cfg.storage)  # this worker's retry budget for reading objects
         self.decoder = registry.create("decode", self.cfg.decode.backend, self.cfg)
 
     def process(self, batch: Batch):
@@ -33,6 +36,7 @@ class DecodeStage(Stage):
         width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
         images = [EMPTY_IMAGE] * n
         opened, rows, videos = [], [], []
+        before = retry.counts().get("read", 0)
         for i, uri in enumerate(batch["uri"]):
             try:
                 data = read_input(str(uri), so, c.max_bytes)
@@ -52,5 +56,13 @@ class DecodeStage(Stage):
                 images[i] = got
                 height[i], width[i] = got.shape[:2]
         out = dict(batch)
+        # reads this batch retried (storage faults), told to the driver on its first image row (a
+        # clip's rows are its frames: a batch of clips only does not report them)
+        retried = np.zeros(n, np.int64)
+        video_rows = {i for i, _ in videos}
+        first = next((i for i in range(n) if i not in video_rows), None)
+        if first is not None:
+            retried[first] = retry.counts().get("read", 0) - before
         out.update(status=status, error=error, width=width, height=height, image=objarray(images))
+        out[READ_RETRIES] = retried
         return expand(self.cfg, out, videos)

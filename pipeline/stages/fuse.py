@@ -24,6 +24,7 @@ from ..schema import (
     COMPONENTS,
     EXTRA_PREFIX,
     FACE_IQA_KEYS,
+    INTERNAL_PREFIX,
     FIQA_KEYS,
     IMAGE_IQA_KEYS,
     carried_column,
@@ -210,4 +211,58 @@ class FuseStage(Stage):
         for name in batch:
             if name.startswith(CARRIED):
                 table = table.append_column(name, carried_column(batch[name], None))
+            elif name.startswith(INTERNAL_PREFIX):
+                table = table.append_column(name, pa.array(np.asarray(batch[name], np.int64)))
         return table
+
+
+# ------------------------------------------------------------------------------ re-fusing
+def _nan(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def stored_row(row: dict) -> dict:
+    """An output row (as read back from Parquet) in the intermediate form :func:`fuse_row` takes:
+    the raw measures every face keeps (iqa, fiqa, inter-eye distance, pose, box, landmarks)."""
+    faces = row.get("faces") or []
+    img = row.get("image_iqa") or {}
+    return {
+        "uri": row["uri"], "size": row.get("size") if row.get("size") is not None else -1,
+        "mtime": _nan(row.get("mtime")), "status": row["status"], "error": row.get("error") or "",
+        "width": row.get("width") or 0, "height": row.get("height") or 0,
+        "image_iqa": [_nan(img.get(k)) for k in IMAGE_IQA_KEYS], "num_faces": len(faces),
+        "face_iqa": [[_nan((f.get("iqa") or {}).get(k)) for k in FACE_IQA_KEYS] for f in faces],
+        "face_fiqa": [[_nan((f.get("fiqa") or {}).get(k)) for k in FIQA_KEYS] for f in faces],
+        "face_inter_eye": [_nan(f.get("inter_eye_px")) for f in faces],
+        "face_pose": [[_nan(f.get("yaw")), _nan(f.get("pitch")), _nan(f.get("roll"))] for f in faces],
+        "face_bbox": [[_nan(v) for v in f.get("bbox") or [0, 0, 0, 0]] for f in faces],
+        "face_det_score": [_nan(f.get("det_score")) for f in faces],
+        "face_landmarks": [f.get("landmarks") or [] for f in faces],
+    }
+
+
+REFUSED_COLUMNS = ("faces", "primary_face", "quality", "verdict", "reasons")
+
+
+def refuse_table(cfg: Config, table: pa.Table) -> pa.Table:
+    """Stored output rows fused again under ``cfg``'s fusion settings (``fuse.*``): components,
+    quality, verdict and reasons from the raw measures each face keeps, without reading or
+    decoding an image.  Rows that were not scored (no face, read or decode errors) come back as
+    they were; every other column is kept."""
+    if not table.num_rows:
+        return table
+    ok = table.column("status").to_pylist()
+    idx = [i for i, s in enumerate(ok) if s == "ok"]
+    if not idx:
+        return table
+    sub = table.select(["uri", "size", "mtime", "status", "error", "width", "height", "image_iqa", "faces"]) \
+        .take(pa.array(idx, pa.int64())).to_pylist()
+    fused = [fuse_row(cfg, stored_row(r)) for r in sub]
+    out = table
+    for col in REFUSED_COLUMNS:
+        old = table.column(col).to_pylist()
+        for i, f in zip(idx, fused):
+            old[i] = f[col]
+        out = out.set_column(out.schema.get_field_index(col), table.schema.field(col),
+                             pa.array(old, type=table.schema.field(col).type))
+    return out

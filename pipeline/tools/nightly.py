@@ -6,7 +6,12 @@ Layout of ``OUT`` (any fsspec URI)::
         _plan.parquet        what this run does, fixed before any scoring: every listed object
                              that is new / changed / retry, and every deleted one, with its
                              listing key (uri, size, mtime, etag) and its previous score
-        scores/              the scored rows (a `faceqc score` output: part files, _summary.json)
+        _staging/            the attempts' part files while the run works (a `faceqc score` output);
+                             readers skip "_" folders, and a killed attempt's late write lands here
+        scores/              the scored rows once the run is done: part files (and refused-*.parquet,
+                             rows re-fused after a fusion-only settings change), _summary.json;
+                             published whole (locally one directory rename; on object stores the
+                             files are copied in, then the run's _summary.json commits them)
         deleted.parquet      objects gone from the source since the last run, with their last score
         _summary.json        the run's commit marker, written last
     latest/quality.parquet   "latest quality per image": one row per live object, from the run
@@ -24,6 +29,15 @@ ETag differs (its mtime where the store has no ETag, as on local disks), *retry*
 row was a ``read_error`` (transient: the bytes were never judged), *deleted* when the view has
 it and the listing does not, and *unchanged* otherwise.  Source objects are only ever read.
 
+Settings and models: every run records its fingerprint (profile, every setting, model ids and
+the sha256 of their files), and every view row the fingerprint of the run that made it
+(``scoring_fp``, ``fusion_fp``).  An unchanged object whose row was scored under other scoring
+settings or models is *rescored*; one whose row differs only in fusion settings (``fuse.*``,
+e.g. after ``faceqc calibrate``) is *re-fused* from the raw measures its row keeps, without
+reading the image.  ``--keep-scores`` keeps the stored rows as they are.
+
+One run per output: ``OUT/_lock.json`` (:mod:`pipeline.io.lock`) is taken before any work.
+
 Resume: a run that is killed finds its ``runs/run_id=X/`` without ``_summary.json`` when it is
 started again; it keeps its frozen plan, the scoring resumes from the committed part files
 (see :mod:`pipeline.stages.write`), and the run commits as if it had never stopped.  The view
@@ -32,6 +46,7 @@ and lists are derived from committed runs only and are brought up to date first 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -44,7 +59,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..config import Config
-from ..errors import OutputError, RunError, errors_as
+from ..errors import FaceqcError, OutputError, RunError, errors_as
+from ..io import retry
+from ..io.lock import run_lock
+from ..modelstore import model_digests
 from ..executor import check_ray
 from ..fs import (
     atomic_writer,
@@ -61,8 +79,9 @@ from ..fs import (
 from ..io.listing import ETAG, list_table
 from ..io.parts import SUMMARY_NAME, write_table_atomic
 from ..registry import check_installed, models_for
-from ..run import run_facts, run_table, timestamp
+from ..run import cluster_facts, failure_lines, run_facts, run_table, storage_facts, timestamp
 from ..schema import EXTRA_PREFIX, output_schema
+from ..stages.fuse import refuse_table
 
 log = logging.getLogger("faceqc")
 
@@ -72,6 +91,9 @@ VERDICT_LISTS = ("accept", "review", "reject")
 CHANGE = EXTRA_PREFIX + "change"
 RETRY_STATUSES = ("read_error",)  # the bytes were never judged: try again next night
 VIEW_RUN_KEY = b"faceqc.view.run_id"
+STAGING, SCORES = "_staging", "scores"
+REFUSED_PREFIX, REFUSED_MARKER = "refused-", "_refused.json"
+FP_COLUMNS = ("scoring_fp", "fusion_fp")
 
 
 # ------------------------------------------------------------------------------ layout
@@ -106,7 +128,7 @@ def committed_files(out: str, storage_options: Optional[dict] = None) -> List[st
     killed and not yet resumed, has part files under runs/ too: a glob would see them)."""
     files = []
     for s in committed_runs(out, storage_options):
-        rdir = join_uri(run_dir(out, s["run_id"]), "scores")
+        rdir = join_uri(run_dir(out, s["run_id"]), SCORES)
         files += [join_uri(rdir, n) for n in s.get("files", {}).get("scores", [])]
     return files
 
@@ -126,10 +148,75 @@ def _new_run_id(existing: List[str], now: Optional[float] = None) -> str:
     return rid
 
 
+# ------------------------------------------------------------------------ fingerprints
+def _digest(x) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(x, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def fingerprint(cfg: Config) -> dict:
+    """What made a run's rows: profile, every setting, model ids with the sha256 of their files;
+    ``scoring`` digests what decides the raw measures (settings and models), ``fusion`` the
+    fusion settings (see :meth:`pipeline.config.Config.parts`)."""
+    fp = cfg.fingerprints()
+    models = model_digests(cfg)
+    return {"profile": cfg.profile, "scoring": _digest([fp["scoring"], models]), "fusion": fp["fusion"],
+            "models": models, "settings": cfg.to_dict(redact=True)}
+
+
+def run_fingerprint(summary: Optional[dict]) -> Optional[dict]:
+    """A committed run's fingerprint; for runs made before fingerprints were recorded, rebuilt
+    from the settings its summary holds (its models taken as today's files); None if unknown."""
+    if not summary:
+        return None
+    if summary.get("fingerprint"):
+        return summary["fingerprint"]
+    conf = summary.get("config")
+    if not isinstance(conf, dict):
+        return None
+    try:
+        conf = json.loads(json.dumps(conf))
+        conf.setdefault("input", {})["storage_options"] = {}
+        return fingerprint(Config.model_validate(conf))
+    except Exception:  # noqa: BLE001 - settings of another version: unknown
+        return None
+
+
+def _flat(d, prefix="") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "storage_options":
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def changed_settings(old: Optional[dict], new: dict) -> List[str]:
+    """The settings (dotted keys) and models that differ between two fingerprints: what a
+    rescoring or re-fusing is for (resources, output and storage settings change no score)."""
+    if not old:
+        return []
+    plain = lambda x: json.loads(json.dumps(x, default=str))  # noqa: E731 - tuples and lists alike
+    a, b = _flat(plain(old.get("settings"))), _flat(plain(new.get("settings")))
+    skip = ("input.storage_options", "output.", "storage.")
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(skip)
+                  and ".resources." not in k and k != "profile")
+    if old.get("profile") != new.get("profile"):
+        keys.insert(0, f"profile ({old.get('profile')} -> {new.get('profile')})")
+    ma = {m["id"]: m.get("sha256") for m in old.get("models") or []}
+    mb = {m["id"]: m.get("sha256") for m in new.get("models") or []}
+    keys += [f"model {k}" for k in sorted(set(ma) | set(mb)) if ma.get(k) != mb.get(k)]
+    return keys
+
+
 # ------------------------------------------------------------------------------- diff
-def view_keys(out: str, so: dict) -> pa.Table:
-    """The change-detection state: key columns of the latest view (empty on the first run)."""
-    cols = ["uri", "size", "mtime", "etag", "status", "quality", "verdict", "run_id"]
+def view_keys(out: str, so: dict, default_fp: Optional[dict] = None) -> pa.Table:
+    """The change-detection state: key columns of the latest view (empty on the first run).
+    Rows of a view written before fingerprints were kept get ``default_fp``'s (the last run's)."""
+    cols = ["uri", "size", "mtime", "etag", "status", "quality", "verdict", "run_id", *FP_COLUMNS]
     fs, path = get_fs(join_uri(join_uri(out, LATEST), VIEW_NAME), so)
     try:
         with fs.open(path, "rb") as f:
@@ -139,18 +226,26 @@ def view_keys(out: str, so: dict) -> pa.Table:
     except FileNotFoundError:
         t = None
     types = {"uri": pa.string(), "size": pa.int64(), "mtime": pa.float64(), "etag": pa.string(),
-             "status": pa.string(), "quality": pa.float32(), "verdict": pa.string(), "run_id": pa.string()}
+             "status": pa.string(), "quality": pa.float32(), "verdict": pa.string(), "run_id": pa.string(),
+             "scoring_fp": pa.string(), "fusion_fp": pa.string()}
     if t is None:
         return pa.table({c: pa.array([], types[c]) for c in cols})
     for c in cols:
         if c not in t.column_names:
             t = t.append_column(c, pa.nulls(t.num_rows, types[c]))
-    return t.select(cols).cast(pa.schema([(c, types[c]) for c in cols]))
+    t = t.select(cols).cast(pa.schema([(c, types[c]) for c in cols]))
+    if default_fp:
+        for c, key in zip(FP_COLUMNS, ("scoring", "fusion")):
+            i = t.schema.get_field_index(c)
+            t = t.set_column(i, c, pc.fill_null(t.column(c), pa.scalar(default_fp[key], pa.string())))
+    return t
 
 
-def diff(listing: pa.Table, state: pa.Table) -> pa.Table:
+def diff(listing: pa.Table, state: pa.Table, fp: Optional[dict] = None) -> pa.Table:
     """The plan: one row per object that is new / changed / retry / deleted (unchanged ones are
-    left out), with its listing key and its previous score."""
+    left out), with its listing key and its previous score.  With ``fp`` (this run's
+    fingerprint), an unchanged object whose row was made under other scoring settings or models
+    is ``rescore``, under other fusion settings only ``refuse``."""
     left = listing.select(["uri", "size", "mtime", ETAG]).rename_columns(["uri", "size", "mtime", "etag"])
     left = left.append_column("_in_listing", pa.array([True] * left.num_rows, pa.bool_()))
     right = state.rename_columns(["uri"] + [f"prev_{c}" for c in state.column_names[1:]])
@@ -168,10 +263,15 @@ def diff(listing: pa.Table, state: pa.Table) -> pa.Table:
                               pc.fill_null(pc.not_equal(j.column("mtime"), j.column("prev_mtime")), True),
                               True)))
     retry = pc.fill_null(pc.is_in(j.column("prev_status"), value_set=pa.array(RETRY_STATUSES)), False)
+    same = pa.array(["unchanged"] * j.num_rows, pa.string())
+    if fp and "prev_scoring_fp" in j.column_names:
+        other_scoring = pc.fill_null(pc.not_equal(j.column("prev_scoring_fp"), fp["scoring"]), False)
+        other_fusion = pc.fill_null(pc.not_equal(j.column("prev_fusion_fp"), fp["fusion"]), False)
+        same = pc.if_else(other_scoring, "rescore", pc.if_else(other_fusion, "refuse", "unchanged"))
     change = pc.if_else(
         pc.and_(in_l, pc.invert(in_s)), "new",
         pc.if_else(pc.and_(in_s, pc.invert(in_l)), "deleted",
-                   pc.if_else(differs, "changed", pc.if_else(retry, "retry", "unchanged"))))
+                   pc.if_else(differs, "changed", pc.if_else(retry, "retry", same))))
     j = j.append_column("change", change)
     # the deleted rows keep their last known key
     for c in ("size", "mtime", "etag"):
@@ -184,15 +284,24 @@ def diff(listing: pa.Table, state: pa.Table) -> pa.Table:
 
 
 def count_changes(plan: pa.Table) -> dict:
+    """Objects new / changed / retry / deleted (rescore and refuse: :func:`count_settings`)."""
     vc = pc.value_counts(plan.column("change")).to_pylist() if plan.num_rows else []
     counts = {"new": 0, "changed": 0, "retry": 0, "deleted": 0}
-    counts.update({d["values"]: d["counts"] for d in vc})
+    counts.update({d["values"]: d["counts"] for d in vc if d["values"] in counts})
     return counts
+
+
+def count_settings(plan: pa.Table) -> dict:
+    """Unchanged objects to rescore (scoring settings or models changed) or re-fuse."""
+    vc = pc.value_counts(plan.column("change")).to_pylist() if plan.num_rows else []
+    got = {d["values"]: d["counts"] for d in vc}
+    return {"rescore": got.get("rescore", 0), "refuse": got.get("refuse", 0)}
 
 
 # ------------------------------------------------------------------------------- view
 def view_schema(run_schema: pa.Schema) -> pa.Schema:
-    fields = [f for f in run_schema if f.name != "run_id"] + [pa.field("run_id", pa.string())]
+    fields = [f for f in run_schema if f.name not in ("run_id",) + FP_COLUMNS] + \
+        [pa.field("run_id", pa.string())] + [pa.field(c, pa.string()) for c in FP_COLUMNS]
     return pa.schema(fields, metadata=run_schema.metadata)
 
 
@@ -222,11 +331,13 @@ def _run_rows(out: str, run_id: str, so: dict, schema: pa.Schema):
     """Record batches of a committed run's scored rows, with run_id, in the view's schema."""
     rdir = run_dir(out, run_id)
     summary = read_json(join_uri(rdir, SUMMARY_NAME), so) or {}
+    fp = run_fingerprint(summary) or {}
     for name in summary.get("files", {}).get("scores", []):
-        fs, path = get_fs(join_uri(join_uri(rdir, "scores"), name), so)
-        with fs.open(path, "rb") as f:
-            t = pq.read_table(f)
+        t = _read_table(join_uri(join_uri(rdir, SCORES), name), so)
+        t = t.drop_columns([c for c in ("run_id",) + FP_COLUMNS if c in t.column_names])
         t = t.append_column("run_id", pa.array([run_id] * t.num_rows, pa.string()))
+        for c, key in zip(FP_COLUMNS, ("scoring", "fusion")):
+            t = t.append_column(c, pa.array([fp.get(key)] * t.num_rows, pa.string()))
         yield from fit_schema(t, schema).to_batches()
 
 
@@ -234,6 +345,17 @@ def _plan_uris(out: str, run_id: str, so: dict) -> pa.Array:
     fs, path = get_fs(join_uri(run_dir(out, run_id), PLAN_NAME), so)
     with fs.open(path, "rb") as f:
         return pq.read_table(f, columns=["uri"]).column("uri").combine_chunks()
+
+
+def _read_table(uri: str, so: dict) -> pa.Table:
+    """A whole Parquet file, read again on a storage fault."""
+    fs, path = get_fs(uri, so)
+
+    def read():
+        with fs.open(path, "rb") as f:
+            return pq.read_table(f)
+
+    return read() if is_local(uri) else retry.call("read", read, what=uri)
 
 
 def _rewrite_view(out: str, cfg: Config, current: Optional[str], pending: List[str], target: str) -> None:
@@ -251,12 +373,13 @@ def _rewrite_view(out: str, cfg: Config, current: Optional[str], pending: List[s
     fs, path = get_fs(vpath, so)
     with atomic_writer(vpath, so) as f, contextlib.closing(pq.ParquetWriter(f, schema, compression=cfg.output.compression)) as writer:
         if current is not None:
+            fps: dict = {}
             with fs.open(path, "rb") as old:
                 for b in pq.ParquetFile(old).iter_batches(batch_size=65536):
                     t = pa.Table.from_batches([b])
                     t = t.filter(pc.invert(pc.is_in(t.column("uri"), value_set=drop)))
                     if t.num_rows:
-                        writer.write_table(fit_schema(t, schema))
+                        writer.write_table(_with_fingerprints(fit_schema(t, schema), out, so, fps))
         for r, newer in zip(pending, later):
             for b in _run_rows(out, r, so, schema):
                 t = pa.Table.from_batches([b])
@@ -264,6 +387,20 @@ def _rewrite_view(out: str, cfg: Config, current: Optional[str], pending: List[s
                     t = t.filter(pc.invert(pc.is_in(t.column("uri"), value_set=newer)))
                 if t.num_rows:
                     writer.write_table(t)
+
+
+def _with_fingerprints(t: pa.Table, out: str, so: dict, cache: dict) -> pa.Table:
+    """View rows of a view written before fingerprints were kept: those of the run that made each."""
+    if not t.column("scoring_fp").null_count:
+        return t
+    for rid in set(t.column("run_id").to_pylist()) - set(cache):
+        cache[rid] = run_fingerprint(read_json(join_uri(run_dir(out, rid), SUMMARY_NAME), so) if rid else None) or {}
+    rids = t.column("run_id").to_pylist()
+    for c, key in zip(FP_COLUMNS, ("scoring", "fusion")):
+        have = t.column(c).to_pylist()
+        filled = [h if h is not None else cache.get(r, {}).get(key) for h, r in zip(have, rids)]
+        t = t.set_column(t.schema.get_field_index(c), c, pa.array(filled, pa.string()))
+    return t
 
 
 def _write_lists(out: str, so: dict) -> tuple:
@@ -300,14 +437,16 @@ def refresh_view(out: str, cfg: Config, committed: List[str]) -> Optional[dict]:
     if marker and marker.get("run_id") == target:
         return marker
     t0 = time.time()
-    current = _view_run(out, so)
+    current = retry.call("read", _view_run, out, so, what="latest view")
     pending = [r for r in committed if current is None or r > current]
+    # each step reads and rewrites whole files: on a storage fault it is done again (retried)
     if pending:
-        _rewrite_view(out, cfg, current, pending, target)
+        retry.call("commit", _rewrite_view, out, cfg, current, pending, target, what="latest view")
     from ..video.views import refresh_clip_views
 
-    refresh_clip_views(out, cfg, committed)  # latest/frames.parquet, latest/tracks.parquet (clips)
-    rows, counts = _write_lists(out, so)
+    # latest/frames.parquet, latest/tracks.parquet (clips)
+    retry.call("commit", refresh_clip_views, out, cfg, committed, what="clip views")
+    rows, counts = retry.call("commit", _write_lists, out, so, what="verdict lists")
     marker = {"run_id": target, "rows": rows, "verdict_counts": counts, "updated_at": timestamp(),
               "view": VIEW_NAME, "lists": {v: f"{v}.txt" for v in VERDICT_LISTS},
               "seconds": round(time.time() - t0, 3)}
@@ -329,10 +468,8 @@ def _check_paths(source: str, out: str, so: dict) -> None:
 
 def _resume_plan(out: str, run_id: str, source: str, so: dict):
     """(plan, header) of an unfinished run, or (None, None) when it was killed before its plan."""
-    fs, p = get_fs(join_uri(run_dir(out, run_id), PLAN_NAME), so)
     try:
-        with fs.open(p, "rb") as f:
-            plan = pq.read_table(f)
+        plan = _read_table(join_uri(run_dir(out, run_id), PLAN_NAME), so)
     except FileNotFoundError:
         return None, None
     header = json.loads((plan.schema.metadata or {}).get(b"faceqc.nightly", b"{}"))
@@ -343,22 +480,36 @@ def _resume_plan(out: str, run_id: str, source: str, so: dict):
     return plan, header
 
 
-def _new_plan(source: str, out: str, cfg: Config, run_id: str, base: Optional[str]):
-    """List the source, diff it against the view, and freeze the plan of run ``run_id``."""
+def _new_plan(source: str, out: str, cfg: Config, run_id: str, base: Optional[str], keep_scores: bool = False):
+    """List the source, diff it against the view (and this run's fingerprint against the one
+    each view row was made under), and freeze the plan of run ``run_id``."""
     so = cfg.input.storage_options
     t = time.time()
     list_stats: dict = {}
     listing = list_table(source, so, cfg.input.extensions, list_stats)
     t_list, t = time.time() - t, time.time()
-    state = view_keys(out, so)
-    plan = diff(listing, state)
+    fp = fingerprint(cfg)
+    base_fp = run_fingerprint(read_json(join_uri(run_dir(out, base), SUMMARY_NAME), so)) if base else None
+    state = retry.call("read", view_keys, out, so, base_fp, what="latest view")
+    plan = diff(listing, state, None if keep_scores else fp)
+    changed, since = changed_settings(base_fp, fp), base
+    redo = plan.filter(pc.is_in(plan.column("change"), value_set=pa.array(["rescore", "refuse"])))
+    if redo.num_rows and not changed:  # rows kept (--keep-scores) from a run before the last one
+        since = redo.column("prev_run_id")[0].as_py()
+        changed = changed_settings(run_fingerprint(read_json(join_uri(run_dir(out, since), SUMMARY_NAME), so)), fp)
+    settings = {"since_run": since, "changed": changed,
+                "scoring_changed": bool(base_fp) and base_fp.get("scoring") != fp["scoring"],
+                "fusion_changed": bool(base_fp) and base_fp.get("fusion") != fp["fusion"],
+                "known": base_fp is not None or base is None, "keep_scores": keep_scores, **count_settings(plan)}
     header = {"source": source, "run_id": run_id, "base_run_id": base, "listed": listing.num_rows,
-              "known": state.num_rows, "changes": count_changes(plan),
+              "known": state.num_rows, "changes": count_changes(plan), "settings": settings,
+              "fingerprint": {"scoring": fp["scoring"], "fusion": fp["fusion"]},
               "skipped_by_extension": list_stats.get("skipped_by_extension", 0), "planned_at": timestamp(),
               "seconds": {"listing": round(t_list, 3), "diff": round(time.time() - t, 3)}}
+    del listing, state
     plan = plan.replace_schema_metadata({b"faceqc.nightly": json.dumps(header).encode()})
     write_table_atomic(join_uri(run_dir(out, run_id), PLAN_NAME), plan, so)
-    log.info("nightly run %s: %s", run_id, header["changes"])
+    log.info("nightly run %s: %s; settings: %s", run_id, header["changes"], count_settings(plan))
     return plan, header
 
 
@@ -376,52 +527,196 @@ def _record_deleted(plan: pa.Table, rdir: str, run_id: str, so: dict) -> Optiona
     return DELETED_NAME
 
 
-def nightly(source: str, out: str, cfg: Config, address: Optional[str] = None, progress: bool = True,
-            now: Optional[float] = None) -> dict:
-    """One nightly run of ``source`` into ``out`` (or the resumption of an unfinished one)."""
+def refuse(out: str, uris: pa.Array, cfg: Config, dest: str, batch_rows: int = 65536) -> dict:
+    """Fuse the view rows of ``uris`` again under ``cfg``'s fusion settings, from the raw measures
+    the rows keep (no image is read), into ``dest/refused-NNNNN.parquet``; return
+    {files, rows, seconds}, also written to ``dest/_refused.json`` (the step's marker)."""
+    so = cfg.input.storage_options
     t0 = time.time()
+    fs, path = get_fs(join_uri(join_uri(out, LATEST), VIEW_NAME), so)
+    files, rows = [], 0
+    status, verdict = collections.Counter(), collections.Counter()
+    want = pa.array(uris, pa.string()) if not isinstance(uris, pa.Array) else uris
+    with fs.open(path, "rb") as f:
+        for b in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
+            t = pa.Table.from_batches([b])
+            t = t.filter(pc.is_in(t.column("uri"), value_set=want))
+            if not t.num_rows:
+                continue
+            t = t.drop_columns([c for c in ("run_id",) + FP_COLUMNS if c in t.column_names])
+            t = refuse_table(cfg, t)
+            if "change" in t.column_names:
+                t = t.set_column(t.schema.get_field_index("change"), "change",
+                                 pa.array(["refuse"] * t.num_rows, t.schema.field("change").type))
+            name = f"{REFUSED_PREFIX}{len(files):05d}.parquet"
+            write_table_atomic(join_uri(dest, name), t, so, cfg.output.compression)
+            files.append(name)
+            rows += t.num_rows
+            status.update(t.column("status").to_pylist())
+            verdict.update(t.column("verdict").to_pylist())
+    done = {"files": files, "rows": rows, "seconds": round(time.time() - t0, 3), "status_counts": dict(status),
+            "verdict_counts": dict(verdict)}
+    write_json(join_uri(dest, REFUSED_MARKER), done, so)
+    return done
+
+
+def publish(rdir: str, scored: dict, refused: Optional[dict], so: dict) -> dict:
+    """Move a run's finished part files from ``_staging/`` to ``scores/`` (the folder readers
+    glob), the scores' ``_summary.json`` with them; return that summary.  Locally the staging
+    folder is renamed (all files appear at once); on object stores each file is copied, then
+    removed from staging, the summary last; a publish that is killed midway is finished by the
+    next attempt (both steps can be repeated)."""
+    staging, scores = join_uri(rdir, STAGING), join_uri(rdir, SCORES)
+    summary = {**scored, "refused": refused or {"files": [], "rows": 0}}
+    names = list(scored.get("files", [])) + list((refused or {}).get("files", []))
+    side = ((scored.get("video") or {}).get("files") or {})  # clips: frames/ and tracks/ part files
+    names += [f"{folder}/{n}" for folder, ns in side.items() for n in ns or []]
+    if is_local(rdir):
+        src, dst = local_path(staging), local_path(scores)
+        write_json(join_uri(staging, SUMMARY_NAME), summary, so)
+        if os.path.isdir(dst):  # a publish before this one got that far: keep what it moved
+            for n in names + [SUMMARY_NAME]:
+                if os.path.exists(os.path.join(src, n)):
+                    os.makedirs(os.path.dirname(os.path.join(dst, n)), exist_ok=True)
+                    os.replace(os.path.join(src, n), os.path.join(dst, n))
+        else:
+            os.rename(src, dst)
+        _rm_tree(staging, so)
+        return summary
+    fs, _ = get_fs(staging, so)
+    for n in names:
+        _, s_path = get_fs(join_uri(staging, n), so)
+        _, d_path = get_fs(join_uri(scores, n), so)
+        if fs.exists(s_path):  # each call retried on storage faults; copying twice is harmless
+            fs.copy(s_path, d_path)
+            fs.rm(s_path)
+    write_json(join_uri(scores, SUMMARY_NAME), summary, so)
+    _rm_tree(staging, so)
+    invalidate(rdir, so)
+    return summary
+
+
+def _rm_tree(uri: str, so: dict) -> None:
+    if is_local(uri):
+        import shutil
+
+        shutil.rmtree(local_path(uri), ignore_errors=True)
+        return
+    fs, path = get_fs(uri, so)
+    try:
+        fs.rm(path, recursive=True)
+    except FileNotFoundError:
+        pass
+    invalidate(uri, so)
+
+
+def _exists(uri: str, so: dict) -> bool:
+    if is_local(uri):
+        return os.path.exists(local_path(uri))
+    fs, path = get_fs(uri, so)
+    invalidate(uri, so)
+    return fs.exists(path)
+
+
+def nightly(source: str, out: str, cfg: Config, address: Optional[str] = None, progress: bool = True,
+            now: Optional[float] = None, keep_scores: bool = False) -> dict:
+    """One nightly run of ``source`` into ``out`` (or the resumption of an unfinished one), under
+    the output's lock."""
     so = cfg.input.storage_options
     check_ray(address)
     check_installed(cfg)
+    retry.configure(cfg.storage)
+    if not is_local(source):
+        get_fs(source, so)  # its filesystem package, before --out is touched
     _check_paths(source, out, so)
+    with run_lock(out, cfg, "faceqc nightly") as lock:  # before any work: one run per output
+        try:
+            return _nightly(source, out, cfg, address, progress, now, keep_scores, lock)
+        except Exception as e:
+            if retry.transient(e) and not isinstance(e, FaceqcError):
+                raise retry.exhausted(e, f"faceqc nightly {out}", so) from e
+            raise
+
+
+def _nightly(source, out, cfg, address, progress, now, keep_scores, lock) -> dict:
+    t0 = time.time()
+    so = cfg.input.storage_options
+    before = retry.counts()
     runs = list_runs(out, so)
     committed = [r["run_id"] for r in runs if r["committed"]]
     refresh_view(out, cfg, committed)  # a job killed between commit and view update
+    late = 0
+    if committed and _exists(join_uri(run_dir(out, committed[-1]), STAGING), so):
+        # a killed attempt's writes that landed after its run committed: never seen by readers
+        late = len([n for n in list_names(join_uri(run_dir(out, committed[-1]), STAGING), so) if n.endswith(".parquet")])
+        _rm_tree(join_uri(run_dir(out, committed[-1]), STAGING), so)
 
     pending = [r["run_id"] for r in runs if not r["committed"] and (not committed or r["run_id"] > committed[-1])]
     run_id = pending[-1] if pending else _new_run_id([r["run_id"] for r in runs], now)
     plan, header = _resume_plan(out, run_id, source, so) if pending else (None, None)
     if plan is None:
-        plan, header = _new_plan(source, out, cfg, run_id, committed[-1] if committed else None)
+        plan, header = _new_plan(source, out, cfg, run_id, committed[-1] if committed else None, keep_scores)
     rdir = run_dir(out, run_id)
+    fp = fingerprint(cfg)
 
-    # score what is new, changed or to retry
-    todo = plan.filter(pc.not_equal(plan.column("change"), "deleted"))
-    table = pa.table({"uri": todo.column("uri"), "size": todo.column("size"), "mtime": todo.column("mtime"),
-                      ETAG: todo.column("etag"), CHANGE: todo.column("change")})
-    scores = join_uri(rdir, "scores")
-    scored = read_json(join_uri(scores, SUMMARY_NAME), so) or \
-        run_table(table, scores, cfg, address=address, progress=progress, inputs=[source])
-    if scored.get("error"):
-        raise RunError(f"nightly run {run_id}: {scored['error']}; start it again to finish it")
+    # score what is new, changed, to retry or to rescore; re-fuse what only needs new fusion
+    staging, scores = join_uri(rdir, STAGING), join_uri(rdir, SCORES)
+    published = read_json(join_uri(scores, SUMMARY_NAME), so)
+    if published is None:
+        refused = None
+        to_refuse = plan.filter(pc.equal(plan.column("change"), "refuse"))
+        if to_refuse.num_rows:
+            refused = read_json(join_uri(staging, REFUSED_MARKER), so) or \
+                retry.call("write", refuse, out, to_refuse.column("uri").combine_chunks(), cfg, staging,
+                           what="re-fused rows")
+        todo = plan.filter(pc.invert(pc.is_in(plan.column("change"), value_set=pa.array(["deleted", "refuse"]))))
+        table = pa.table({"uri": todo.column("uri"), "size": todo.column("size"), "mtime": todo.column("mtime"),
+                          ETAG: todo.column("etag"), CHANGE: todo.column("change")})
+        scored = read_json(join_uri(staging, SUMMARY_NAME), so) or \
+            run_table(table, staging, cfg, address=address, progress=progress, inputs=[source], lock=lock)
+        if scored.get("error"):
+            raise RunError(f"nightly run {run_id}: {scored['error']}; start it again to finish it")
+        lock.check()
+        published = publish(rdir, scored, refused, so)
+    scored, refused = published, published.get("refused") or {"files": [], "rows": 0}
     deleted_file = _record_deleted(plan, rdir, run_id, so)
 
     changes = header.get("changes", {})
+    settings = dict(header.get("settings") or {})
+    settings.update(rows_rescored=settings.get("rescore", 0), rows_refused=refused.get("rows", 0),
+                    refuse_seconds=refused.get("seconds"))
     summary = {
         "kind": "nightly", "run_id": run_id, "source": source, "output": out,
         "base_run_id": header.get("base_run_id"), "started_at": header.get("planned_at"), "finished_at": timestamp(),
         "listed": header.get("listed"), "changes": changes,
         "unchanged": (header.get("listed") or 0) - sum(v for k, v in changes.items() if k != "deleted"),
+        "settings_change": settings,
         "skipped_by_extension": header.get("skipped_by_extension", 0),
-        "rows": scored["rows"], "status_counts": scored["status_counts"], "verdict_counts": scored["verdict_counts"],
-        "files": {"plan": PLAN_NAME, "scores": list(scored["files"]), "scores_dir": "scores", "deleted": deleted_file},
+        "rows": scored["rows"] + refused.get("rows", 0), "rows_scored": scored["rows"],
+        "rows_refused": refused.get("rows", 0),
+        "status_counts": dict(collections.Counter(scored["status_counts"]) + collections.Counter(refused.get("status_counts", {}))),
+        "verdict_counts": dict(collections.Counter(scored["verdict_counts"])
+                               + collections.Counter(refused.get("verdict_counts", {}))),
+        "files": {"plan": PLAN_NAME, "scores": list(scored["files"]) + list(refused.get("files", [])),
+                  "scores_dir": SCORES, "deleted": deleted_file},
         "resume": scored.get("resume"),
         "seconds": {**header.get("seconds", {}), "scoring": scored["seconds"]["pipeline"],
-                    "total_this_attempt": round(time.time() - t0, 3)},
+                    "refuse": refused.get("seconds"), "total_this_attempt": round(time.time() - t0, 3)},
         "images_per_second": scored.get("images_per_second"),
         "ray_logs": scored.get("ray_logs"),
+        "fingerprint": fp,
         **run_facts(cfg),
     }
+    worker_reads = (scored.get("storage") or {}).get("worker_read_retries", 0)
+    summary["storage"] = storage_facts(before, worker_reads)
+    summary["cluster"] = scored.get("cluster") or cluster_facts({})
+    summary["lock"] = lock.summary()
+    summary["late_writes_removed"] = late
+    summary["warnings"] = settings_lines(summary) + failure_lines(summary)
+    if late:
+        summary["warnings"].append(f"removed {late} part files that a killed attempt of run {committed[-1]} wrote "
+                                   f"after that run committed (in its _staging/, never read)")
+    lock.check()
     write_json(join_uri(rdir, SUMMARY_NAME), summary, so)  # the commit
     t = time.time()
     summary["view"] = refresh_view(out, cfg, committed + [run_id])
@@ -429,13 +724,34 @@ def nightly(source: str, out: str, cfg: Config, address: Optional[str] = None, p
     return summary
 
 
+def settings_lines(s: dict) -> List[str]:
+    """What a change of settings or models made this run do, in one line (or none)."""
+    c = s.get("settings_change") or {}
+    what = ", ".join(c.get("changed") or [])[:300] or "settings"
+    since = c.get("since_run")
+    if c.get("keep_scores") and (c.get("scoring_changed") or c.get("fusion_changed")):
+        return [f"settings changed since run {since} ({what}); --keep-scores: stored scores kept, only new and "
+                f"changed objects scored with the new settings"]
+    out = []
+    if c.get("rows_rescored"):
+        out.append(f"scoring settings or models changed since run {since} ({what}): rescored "
+                   f"{c['rows_rescored']} unchanged objects (--keep-scores keeps stored scores)")
+    if c.get("rows_refused"):
+        out.append(f"fusion settings changed since run {since} ({what}): re-fused {c['rows_refused']} stored rows "
+                   f"from their raw measures in {c.get('refuse_seconds')} s, without reading any image")
+    if not c.get("known", True):
+        out.append(f"run {since} recorded no fingerprint that this version can read: stored scores kept")
+    return out
+
+
 def summary_text(s: dict) -> str:
     c = s.get("changes") or {}
     lines = [f"faceqc nightly {s['run_id']}: {s['source']} -> {s['output']}",
              f"  listed {s['listed']}: new {c.get('new', 0)}, changed {c.get('changed', 0)}, "
              f"retry {c.get('retry', 0)}, deleted {c.get('deleted', 0)}, unchanged {s['unchanged']}",
-             f"  scored {s['rows']} in {s['seconds']['scoring']} s"
-             + (f" ({s['images_per_second']} images/s)" if s.get("images_per_second") else ""),
+             f"  scored {s.get('rows_scored', s['rows'])} in {s['seconds']['scoring']} s"
+             + (f" ({s['images_per_second']} images/s)" if s.get("images_per_second") else "")
+             + (f"; re-fused {s['rows_refused']} stored rows" if s.get("rows_refused") else ""),
              "  status : " + (", ".join(f"{k} {v}" for k, v in sorted(s["status_counts"].items())) or "-")]
     v = s.get("view") or {}
     if v:
@@ -445,4 +761,6 @@ def summary_text(s: dict) -> str:
     r = s.get("resume") or {}
     if r.get("attempt", 1) > 1:
         lines.append(f"  resumed (attempt {r['attempt']}): {r['rows_already_committed']} rows were already committed")
+    for w in s.get("warnings") or []:
+        lines.append("  WARNING: " + w)
     return "\n".join(lines)
