@@ -66,8 +66,8 @@ def cmd_explain(args) -> int:
         raise InputError(f"explain takes one image; {args.image} holds {len(entries)} files")
     from .video.decode import is_video
 
-    if is_video(entries[0].uri, cfg):  # a clip: shots, tracks, per-frame quality (pipeline/video/explain.py)
-        from .video.explain import cmd_explain_clip
+    if is_video(entries[0].uri, cfg):  # a clip: shots, tracks, per-frame quality (pipeline/tools/clip_explain.py)
+        from .tools.clip_explain import cmd_explain_clip
 
         return cmd_explain_clip(args, cfg, entries[0])
     row = LocalExecutor(cfg).score_entries(entries).to_pylist()[0]
@@ -149,6 +149,21 @@ def cmd_nightly(args) -> int:
     summary = nightly(args.source, args.out, cfg, address=args.address, progress=not args.no_progress,
                       keep_scores=args.keep_scores)
     print(summary_text(summary))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .tools.export import export_faces
+
+    cfg = _config(args)
+    verdicts = [v.strip() for v in args.verdict.split(",") if v.strip()]
+    bad = [v for v in verdicts if v not in ("accept", "review", "reject")]
+    if bad or not verdicts:
+        raise InputError(f"--verdict {args.verdict!r}: use accept, review and/or reject, comma-separated")
+    res = export_faces(args.out, args.faces, cfg, size=args.size, verdicts=verdicts)
+    print(f"exported {res['crops']} face crops of {res['size']} px ({res['images']} from images, "
+          f"{res['frames']} from clip tracks) to {args.faces}; manifest {res['manifest']}"
+          + (f"; {res['failed']} could not be read again (see the manifest's error column)" if res["failed"] else ""))
     return 0
 
 
@@ -250,8 +265,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_export_parser(sub) -> None:
-    from .tools.export import cmd_export
-
     x = sub.add_parser("export", help="write FFHQ-aligned face crops of accepted images and of the best "
                                       "frames of accepted clip tracks, with a manifest")
     x.add_argument("out", metavar="DST", help="a 'faceqc score --out' directory or URI")

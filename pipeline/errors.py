@@ -82,3 +82,29 @@ def errors_as(cls: type, what: str, mask: Optional[Callable[[str], str]] = None)
     except Exception as e:  # noqa: BLE001 - credentials, endpoints, permissions, parsers...
         text = f"{what}: {type(e).__name__}: {e}"
         raise cls(mask(text) if mask else text) from e
+
+
+# secrets never reach a message: every error and log line about a store goes through this
+SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "sas", "connection_string",
+                "signature", "auth")
+
+
+def redact(text: str, storage_options: dict | None) -> str:
+    """``text`` with every secret of ``storage_options`` masked: the string values (at any depth)
+    whose key names a key, secret, token, password, credential, SAS or connection string."""
+    secrets: list = []
+
+    def walk(v, secret=False):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, secret or any(w in str(k).lower() for w in SECRET_WORDS))
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x, secret)
+        elif secret and isinstance(v, str) and len(v) >= 4:
+            secrets.append(v)
+
+    walk(storage_options or {})
+    for s in sorted(secrets, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import fsspec
 from fsspec.core import url_to_fs
 
-from .errors import InputError, MissingDependency, OutputError, install_hint
+from .errors import InputError, MissingDependency, OutputError, install_hint, redact  # noqa: F401 - fs.redact is public
 from .io import retry
 
 # the faceqc extra that installs each bucket protocol's fsspec implementation
@@ -134,29 +134,6 @@ def list_names(uri: str, storage_options: dict | None = None) -> list:
     return sorted({p.rstrip("/").rsplit("/", 1)[-1] for p in found} - {""})
 
 
-SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "sas", "connection_string",
-                "signature", "auth")
-
-
-def redact(text: str, storage_options: dict | None) -> str:
-    """``text`` with every secret of ``storage_options`` masked: the string values (at any depth)
-    whose key names a key, secret, token, password, credential, SAS or connection string."""
-    secrets: list = []
-
-    def walk(v, secret=False):
-        if isinstance(v, dict):
-            for k, x in v.items():
-                walk(x, secret or any(w in str(k).lower() for w in SECRET_WORDS))
-        elif isinstance(v, (list, tuple)):
-            for x in v:
-                walk(x, secret)
-        elif secret and isinstance(v, str) and len(v) >= 4:
-            secrets.append(v)
-
-    walk(storage_options or {})
-    for s in sorted(secrets, key=len, reverse=True):
-        text = text.replace(s, "***")
-    return text
 
 
 @contextlib.contextmanager

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import os
 import logging
+import os
 import platform
 import time
 import uuid

@@ -4,8 +4,8 @@ validated by Ray's own autoscaler validation, and the KubeRay manifests."""
 from __future__ import annotations
 
 import copy
-import json
 import glob
+import json
 import os
 import secrets
 import shlex

@@ -16,9 +16,9 @@ from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.executor import LocalExecutor
 from pipeline.io.listing import entries_table, expand_inputs
+from pipeline.tools.clip_explain import explain_clip_text, timeline_png
 from pipeline.tools.export import crop_name
 from pipeline.video import CLIP_END, sniff
-from pipeline.video.explain import explain_clip_text, timeline_png
 from tests.support import videos as V
 
 pytest.importorskip("av")

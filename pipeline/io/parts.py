@@ -25,6 +25,7 @@ from typing import Iterable, List
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import OutputError
 from ..fs import (
     atomic_writer,
     get_fs,
@@ -35,7 +36,6 @@ from ..fs import (
     local_path,
     redact,
 )
-from ..errors import OutputError
 from ..schema import READ_RETRIES, conform
 from . import retry
 

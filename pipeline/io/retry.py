@@ -233,8 +233,7 @@ class RetryingFileSystem:
 def exhausted(e: BaseException, what: str, storage_options: Optional[dict] = None):
     """The one-line error for an operation whose store kept failing after the whole budget
     (an OutputError, exit code 2; the run stays unfinished and resumes when started again)."""
-    from ..errors import OutputError
-    from ..fs import redact
+    from ..errors import OutputError, redact
 
     msg = (f"{what}: the store kept failing after {_policy.retries} retries ({type(e).__name__}: "
            f"{str(e)[:200]}); nothing committed is lost: start the run again to finish it")

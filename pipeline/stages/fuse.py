@@ -24,9 +24,9 @@ from ..schema import (
     COMPONENTS,
     EXTRA_PREFIX,
     FACE_IQA_KEYS,
-    INTERNAL_PREFIX,
     FIQA_KEYS,
     IMAGE_IQA_KEYS,
+    INTERNAL_PREFIX,
     carried_column,
 )
 from .base import Batch, Stage, primary_index

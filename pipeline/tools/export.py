@@ -156,19 +156,3 @@ def export_faces(dst: str, faces_out: str, cfg: Config, size: Optional[int] = No
     return {"crops": done, "failed": len(recs) - done, "images": sum(1 for r in recs if r["media"] == "image" and r["crop"]),
             "frames": sum(1 for r in recs if r["media"] == "video" and r["crop"]), "manifest": join_uri(faces_out, MANIFEST),
             "size": size}
-
-
-def cmd_export(args) -> int:
-    from ..cli import _config
-
-    cfg = _config(args)
-    verdicts = [v.strip() for v in args.verdict.split(",") if v.strip()]
-    bad = [v for v in verdicts if v not in ("accept", "review", "reject")]
-    if bad or not verdicts:
-        raise InputError(f"--verdict {args.verdict!r}: use accept, review and/or reject, comma-separated")
-    res = export_faces(args.out, args.faces, cfg, size=args.size, verdicts=verdicts)
-    print(f"exported {res['crops']} face crops of {res['size']} px ({res['images']} from images, "
-          f"{res['frames']} from clip tracks) to {args.faces}; manifest {res['manifest']}"
-          + (f"; {res['failed']} could not be read again (see the manifest's error column)" if res["failed"] else ""))
-    return 0
-

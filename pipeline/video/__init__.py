@@ -7,9 +7,12 @@ same stages as images, and is judged again as one clip on the driver.
                 verdict from its primary track (``video.rules``)
     collect.py  on the driver: image rows pass straight on, frame rows are held per clip until
                 the clip is complete, then its row, frames/ and tracks/ rows are written
-    views.py    nightly runs: latest/frames.parquet and latest/tracks.parquet
-    explain.py  ``faceqc explain CLIP``: shots, tracks, per-frame quality, a timeline PNG
-    report.py   the HTML report's clip section
+    schema.py   the frames/ and tracks/ part files' columns
+
+The tools built on them live with the other tools: ``pipeline/tools/nightly.py`` keeps
+latest/frames.parquet and latest/tracks.parquet, ``clip_explain.py`` (``faceqc explain
+CLIP``: shots, tracks, per-frame quality, a timeline PNG) and ``clip_report.py`` (the HTML
+report's clip section).
 
 Columns the decode stage adds to every row (images included, so that every batch has one
 schema) start with ``video.``; the fuse stage carries them to the driver, and the output schema

@@ -16,14 +16,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .collect import read_side
+from ..video.collect import read_side
 
 TRACK_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
 def svg_timeline(frames: List[dict], tracks: List[dict], duration: float, cuts: List[float], accept: float,
                  review: float, width: int = 520, height: int = 150) -> str:
-    from ..tools.report import esc
+    from .drawing import esc
 
     ml, mr, mt, mb = 30, 8, 8, 20
     pw, ph = width - ml - mr, height - mt - mb
@@ -66,8 +66,8 @@ def svg_timeline(frames: List[dict], tracks: List[dict], duration: float, cuts: 
 
 
 def _frame_thumb(uri: str, t: float, bbox, cfg, colour: str) -> Optional[str]:
-    from ..tools.report import thumbnail
-    from .decode import VideoSource, read_frame_at
+    from ..video.decode import VideoSource, read_frame_at
+    from .drawing import thumbnail
 
     try:
         img = read_frame_at(VideoSource.of(uri, cfg.input.storage_options), t)
@@ -78,7 +78,7 @@ def _frame_thumb(uri: str, t: float, bbox, cfg, colour: str) -> Optional[str]:
 
 
 def _clip_card(row: dict, frames: List[dict], tracks: List[dict], cfg, thumbs) -> str:
-    from ..tools.report import NO_FACE_COLOUR, VERDICT_COLOURS, _short_name, esc
+    from .drawing import NO_FACE_COLOUR, VERDICT_COLOURS, _short_name, esc
 
     colour = VERDICT_COLOURS.get(row["verdict"], NO_FACE_COLOUR)
     name = _short_name(row["uri"])
@@ -126,7 +126,7 @@ CSS = (".clip{margin:0 0 10px;background:#fff;border:1px solid #dde2e8;border-ra
 def clip_section(table: pa.Table, summary: Optional[dict], cfg, out: str, thumbs, per_gallery: int = 12) -> str:
     """The clips' section ("" when the run holds no clip).  Also gives the galleries' thumbnail
     cache each shown clip's best frame."""
-    from ..tools.report import VERDICT_COLOURS, esc, svg_stacked_bar
+    from .drawing import VERDICT_COLOURS, esc, svg_stacked_bar
 
     if "media" not in table.column_names:
         return ""
