@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 from typing import Callable, Optional
 
 
@@ -89,9 +90,21 @@ SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "s
                 "signature", "auth")
 
 
-def redact(text: str, storage_options: dict | None) -> str:
-    """``text`` with every secret of ``storage_options`` masked: the string values (at any depth)
-    whose key names a key, secret, token, password, credential, SAS or connection string."""
+# every secret of the storage options this process has opened a store with (fs.get_fs), so that
+# messages written far from the options (retry logs) are masked too
+_SEEN_SECRETS: set = set()
+# signed-URL query parameters (S3 presigned, Azure SAS, GCS signed URLs) that a client's error
+# message may quote
+_URL_SECRET = re.compile(r"(?i)([?&](?:sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|"
+                         r"x-goog-signature|x-goog-credential|token|key)=)[^&\s'\"]+")
+
+
+def remember_secrets(storage_options: dict | None) -> None:
+    """Mask these options' secrets in every later :func:`redact` of this process."""
+    _SEEN_SECRETS.update(_secrets(storage_options))
+
+
+def _secrets(storage_options: dict | None) -> list:
     secrets: list = []
 
     def walk(v, secret=False):
@@ -105,6 +118,13 @@ def redact(text: str, storage_options: dict | None) -> str:
             secrets.append(v)
 
     walk(storage_options or {})
-    for s in sorted(secrets, key=len, reverse=True):
+    return secrets
+
+
+def redact(text: str, storage_options: dict | None) -> str:
+    """``text`` with every secret masked: the string values (at any depth) of ``storage_options``
+    and of the options this process opened stores with, whose key names a key, secret, token,
+    password, credential, SAS or connection string; and signed-URL query parameters."""
+    for s in sorted(set(_secrets(storage_options)) | _SEEN_SECRETS, key=len, reverse=True):
         text = text.replace(s, "***")
-    return text
+    return _URL_SECRET.sub(r"\1***", text)

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import fsspec
 from fsspec.core import url_to_fs
 
-from .errors import InputError, MissingDependency, OutputError, install_hint, redact  # noqa: F401 - fs.redact is public
+from .errors import InputError, MissingDependency, OutputError, install_hint, redact, remember_secrets  # noqa: F401 - fs.redact is public
 from .io import retry
 
 # the faceqc extra that installs each bucket protocol's fsspec implementation
@@ -49,6 +49,7 @@ def get_fs(uri: str, storage_options: dict | None = None) -> Tuple[fsspec.Abstra
         fs, path = url_to_fs(uri)
         return fs, path
     protocol = uri.split("://", 1)[0]
+    remember_secrets(opts)
     # the retry policy is part of the key: an S3 filesystem is built with its timeouts
     key = json.dumps([opts, retry.policy().as_dict()], sort_keys=True, default=str)
     fs = _fs_cached(protocol, key)

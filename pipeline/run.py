@@ -127,9 +127,13 @@ def clear_output(out: str, storage_options: dict | None) -> None:
     invalidate(out, storage_options)
 
 
+class ForeignParts(OutputError):
+    """The output holds part files of an unfinished run of other inputs or settings."""
+
+
 def _foreign_parts(out: str) -> OutputError:
-    return OutputError(f"output {out} holds part files of an unfinished run of other inputs or "
-                       f"settings; pass --overwrite to discard them or choose another --out")
+    return ForeignParts(f"output {out} holds part files of an unfinished run of other inputs or "
+                        f"settings; pass --overwrite to discard them or choose another --out")
 
 
 @dataclass

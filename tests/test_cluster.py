@@ -117,6 +117,28 @@ def _wait_http(url: str, headers: dict, proc: subprocess.Popen, log: str, timeou
             time.sleep(0.5)
 
 
+def _submit(client, entrypoint: str, agent_wait: float) -> str:
+    """Submit a job from this checkout; a node's job agent comes up a while after its raylet, so
+    "No available agent" is retried for ``agent_wait`` seconds."""
+    deadline = time.time() + agent_wait
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": REPO})
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(1)
+
+
+def _wait_finished(client, job_id: str, timeout: float) -> None:
+    from ray.job_submission import JobStatus
+
+    deadline = time.time() + timeout
+    while client.get_job_status(job_id) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        assert time.time() < deadline, client.get_job_logs(job_id)[-3000:]
+        time.sleep(1)
+
+
 def test_ray_job_submit_nightly_on_a_local_head(moto_s3, face_jpegs, ray_tmpdir, tmp_path):
     """`ray start --head`, then the nightly job through the real Ray Jobs client, as
     `ray job submit --working-dir . -- python -m jobs.nightly_clean ...` would."""
@@ -142,22 +164,9 @@ def test_ray_job_submit_nightly_on_a_local_head(moto_s3, face_jpegs, ray_tmpdir,
         url = f"http://127.0.0.1:{dash_port}"
         _wait_http(url + "/api/version", headers, head, log)
         client = JobSubmissionClient(url, headers=headers)
-        deadline = time.time() + 120
-        while True:  # the head's job agent comes up a little after its dashboard
-            try:
-                job_id = client.submit_job(
-                    entrypoint="python -m jobs.nightly_clean --source s3://jobs/src --out s3://jobs/qc "
-                               "--profile offline-fast --no-progress",
-                    runtime_env={"working_dir": REPO})
-                break
-            except RuntimeError as e:
-                if "No available agent" not in str(e) or time.time() > deadline:
-                    raise
-                time.sleep(1)
-        deadline = time.time() + 300
-        while client.get_job_status(job_id) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-            assert time.time() < deadline, client.get_job_logs(job_id)[-3000:]
-            time.sleep(1)
+        job_id = _submit(client, "python -m jobs.nightly_clean --source s3://jobs/src --out s3://jobs/qc "
+                                 "--profile offline-fast --no-progress", agent_wait=120)
+        _wait_finished(client, job_id, 300)
         logs = client.get_job_logs(job_id)
         assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-3000:]
         assert "faceqc nightly" in logs and "new 12" in logs
@@ -248,18 +257,8 @@ def test_nightly_survives_losing_a_worker_node(moto_s3, face_jpegs, ray_tmpdir, 
         conf.write_text("".join(f"{st}: {{resources: {{batch_size: 2}}}}\n"
                                 for st in ("decode", "detect", "iqa", "fiqa", "fuse")))
         client = JobSubmissionClient(url, headers=headers)
-        deadline = time.time() + 300  # each node's job agent comes up a while after its raylet
-        while True:
-            try:
-                job_id = client.submit_job(
-                    entrypoint="python -m jobs.nightly_clean --source s3://nodeloss/src --out s3://nodeloss/qc "
-                               f"--profile offline-fast --config {conf} --no-progress",
-                    runtime_env={"working_dir": REPO})
-                break
-            except RuntimeError as e:
-                if "No available agent" not in str(e) or time.time() > deadline:
-                    raise
-                time.sleep(1)
+        job_id = _submit(client, "python -m jobs.nightly_clean --source s3://nodeloss/src --out s3://nodeloss/qc "
+                                 f"--profile offline-fast --config {conf} --no-progress", agent_wait=300)
         # midway: the second node's raylet dies (as when a spot node is reclaimed)
         deadline = time.time() + 300
         while len(fs.glob("nodeloss/qc/runs/*/_staging/part-*.parquet")) * 2 < 0.3 * n:
@@ -268,10 +267,7 @@ def test_nightly_survives_losing_a_worker_node(moto_s3, face_jpegs, ray_tmpdir, 
             assert time.time() < deadline, "the job committed too little in time"
             time.sleep(0.3)
         raylet.kill()
-        deadline = time.time() + 400
-        while client.get_job_status(job_id) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-            assert time.time() < deadline, client.get_job_logs(job_id)[-3000:]
-            time.sleep(1)
+        _wait_finished(client, job_id, 400)
         logs = client.get_job_logs(job_id)
         assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-3000:]
     finally:

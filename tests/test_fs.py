@@ -61,7 +61,20 @@ def test_redact_masks_secrets_at_any_depth_and_nothing_else():
           "client_kwargs": {"credentials": {"password": "hunter22"}}, "sas_token": "sv=2020&sig=xyz"}
     text = "abcd1234 s3cr3t-value hunter22 sv=2020&sig=xyz eu-west-1"
     assert redact(text, so) == "*** *** *** *** eu-west-1"
-    assert redact(text, None) == text
+    plain = "abcd1234 s3cr3t-value hunter22 eu-west-1"
+    assert redact(plain, None) == plain  # options never opened: nothing to know
+
+
+def test_redact_masks_secrets_of_stores_opened_and_signed_url_parameters():
+    """Retry logs are written far from the options: the secrets of every store this process
+    opened are masked anyway, and so are signed-URL query parameters a client quotes."""
+    so = {"key": "AKIAREMEMBERED1", "secret": "remembered-secret-value"}
+    get_fs("s3://bucket/x", so)
+    assert redact("denied for AKIAREMEMBERED1 / remembered-secret-value", None) == "denied for *** / ***"
+    url = "GET https://acct.blob.core.windows.net/c/b.jpg?sv=2022-11-02&se=2026&sig=Zm9vYmFy%3D&sp=r failed"
+    assert redact(url, None) == "GET https://acct.blob.core.windows.net/c/b.jpg?sv=2022-11-02&se=2026&sig=***&sp=r failed"
+    s3 = "https://b.s3.amazonaws.com/k?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=abc123 timed out"
+    assert redact(s3, None) == "https://b.s3.amazonaws.com/k?X-Amz-Credential=***&X-Amz-Signature=*** timed out"
 
 
 def test_uri_helpers(tmp_path):

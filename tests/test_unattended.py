@@ -108,6 +108,36 @@ def test_lock_on_a_local_disk(tmp_path, capsys):
     won[0].release()
 
 
+def test_a_run_that_cannot_confirm_its_lock_past_the_lease_never_commits(tmp_path):
+    """check() before a commit refreshes the lock by a conditional write: taken over -> RunError;
+    the store unreachable -> commit only while the last confirmed heartbeat is within the lease."""
+    out = str(tmp_path / "qc")
+    lock = RunLock(out, {}, "faceqc nightly", lease=60, heartbeat=3600).acquire()
+    try:
+        first = lock.etag
+        lock.check()  # held: the check itself is a heartbeat
+        assert lock.etag != first and not lock.lost
+
+        def unreachable(*a, **k):
+            raise ConnectionResetError("store unreachable")
+
+        real = lock.store.replace
+        lock.store.replace = unreachable
+        lock.check()  # confirmed moments ago: within the lease, the run may commit
+        lock.confirmed = time.time() - 61
+        with pytest.raises(RunError, match="could not be confirmed for 6[0-9] s .lease 60 s"):
+            lock.check()
+        lock.store.replace = real
+        # another run takes the lock over while this one works: its check refuses the commit
+        path = os.path.join(out, LOCK_NAME)
+        with open(path, "wb") as f:
+            f.write(_stale_record(age=0))
+        with pytest.raises(RunError, match="taken over by host another-host"):
+            lock.check()
+    finally:
+        lock.release()
+
+
 def test_lock_on_s3_by_conditional_writes(moto_s3):
     fs = moto_s3.fs()
     fs.mkdir("locks")
@@ -158,17 +188,20 @@ def test_fingerprints_split_scoring_from_fusion():
     assert {m["id"] for m in a["models"]} >= {"dlib-shape-predictor-5"}
     assert all(len(m["sha256"]) == 64 for m in a["models"] if m["id"] == "dlib-shape-predictor-5")
     # the plan: unchanged objects under other scoring settings are rescored, under other fusion re-fused
-    listing = pa.table({"uri": ["a", "b", "c", "d"], "size": [1, 2, 3, 4], "mtime": [1.0, 2.0, 3.0, 4.0],
-                        "extra.etag": ["x", "y", "z", "w"]})
-    state = pa.table({"uri": ["a", "b", "c", "d"], "size": pa.array([1, 2, 3, 5], pa.int64()),
-                      "mtime": [1.0, 2.0, 3.0, 4.0], "etag": ["x", "y", "z", "w"], "status": ["ok"] * 4,
-                      "quality": pa.array([1, 2, 3, 4], pa.float32()), "verdict": ["accept"] * 4,
-                      "run_id": ["r"] * 4, "scoring_fp": [a["scoring"], c["scoring"], a["scoring"], c["scoring"]],
-                      "fusion_fp": [a["fusion"], a["fusion"], b["fusion"], a["fusion"]]})
+    # (a clip, e, is rescored even when only fusion changed: its verdict comes from its tracks)
+    listing = pa.table({"uri": ["a", "b", "c", "d", "e"], "size": [1, 2, 3, 4, 5], "mtime": [1.0, 2.0, 3.0, 4.0, 5.0],
+                        "extra.etag": ["x", "y", "z", "w", "v"]})
+    state = pa.table({"uri": ["a", "b", "c", "d", "e"], "size": pa.array([1, 2, 3, 5, 5], pa.int64()),
+                      "mtime": [1.0, 2.0, 3.0, 4.0, 5.0], "etag": ["x", "y", "z", "w", "v"], "status": ["ok"] * 5,
+                      "quality": pa.array([1, 2, 3, 4, 5], pa.float32()), "verdict": ["accept"] * 5,
+                      "run_id": ["r"] * 5, "media": ["image"] * 4 + ["video"],
+                      "scoring_fp": [a["scoring"], c["scoring"], a["scoring"], c["scoring"], a["scoring"]],
+                      "fusion_fp": [a["fusion"], a["fusion"], b["fusion"], a["fusion"], b["fusion"]]})
     got = diff(listing, state, a)
     assert dict(zip(got.column("uri").to_pylist(), got.column("change").to_pylist())) == \
-        {"b": "rescore", "c": "refuse", "d": "changed"}
+        {"b": "rescore", "c": "refuse", "d": "changed", "e": "rescore"}
     assert diff(listing, state, None).column("uri").to_pylist() == ["d"]  # --keep-scores
+    assert diff(listing, state.drop_columns(["media"]), a).column("change").to_pylist()[-1] == "refuse"
 
 
 def test_refuse_from_stored_raw_measures():

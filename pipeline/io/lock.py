@@ -273,6 +273,7 @@ class RunLock:
         self.etag: Optional[str] = None
         self.taken_over: Optional[dict] = None
         self.lost: Optional[str] = None
+        self.confirmed: Optional[float] = None  # when a write last showed this run holds the lock
         self.started = _now()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -347,6 +348,7 @@ class RunLock:
 
     def _hold(self, etag: str) -> "RunLock":
         self.etag = etag
+        self.confirmed = _now()
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name="faceqc-lock-heartbeat", daemon=True)
         self._thread.start()
@@ -368,7 +370,7 @@ class RunLock:
             rec = self._record(**({"took_over_from": self.taken_over} if self.taken_over else {}))
             etag = self.store.replace(self._encode(rec), self.etag)
             if etag:
-                self.etag = etag
+                self.etag, self.confirmed = etag, _now()
                 return
             data, cur_etag = self.store.read()
             try:
@@ -376,14 +378,25 @@ class RunLock:
             except ValueError:
                 cur = {}
             if cur.get("token") == self.token:  # our own write landed, its answer was lost and retried
-                self.etag = cur_etag
+                self.etag, self.confirmed = cur_etag, _now()
                 return
             self.lost = (f"the lock on {self.out} was taken over by host {cur.get('host')}, pid {cur.get('pid')}"
                          if cur else f"the lock on {self.out} was removed")
             log.error("faceqc: %s; this run will not commit", self.lost)
 
     def check(self) -> None:
-        """Raise RunError if this run lost its lock (do this before a commit)."""
+        """Raise RunError unless this run still holds its lock (do this before a commit): the lock
+        is refreshed now, by a conditional write.  When the store cannot be reached, the run may
+        commit only while its last confirmed heartbeat is younger than its lease -- after that
+        another run may have taken the lock over."""
+        try:
+            self.refresh()
+        except Exception as e:  # noqa: BLE001 - judged by the lease below
+            age = _now() - (self.confirmed or 0.0)
+            if age > self.lease:
+                raise RunError(f"the lock on {self.out} could not be confirmed for {age:.0f} s (lease {self.lease:.0f} s; "
+                               f"{redact(f'{type(e).__name__}: {e}', self.so)}); another run may hold it, so this run "
+                               "stops without committing; starting it again resumes it") from None
         if self.lost:
             raise RunError(f"{self.lost} while this run worked; it stops without committing")
 

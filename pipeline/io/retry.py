@@ -133,6 +133,12 @@ def transient(e: BaseException) -> bool:
     return any(w in text for w in TRANSIENT_WORDS)
 
 
+def _masked(e: BaseException) -> str:
+    from ..errors import redact
+
+    return redact(str(e), None)[:200]
+
+
 def call(kind: str, fn: Callable[..., Any], *args, what: str = "", **kw) -> Any:
     """``fn(*args, **kw)``, retried on transient failures within the budget; each retry is
     counted under ``kind``.  Calls nest: the requests inside a whole operation (a view rewrite,
@@ -154,12 +160,12 @@ def call(kind: str, fn: Callable[..., Any], *args, what: str = "", **kw) -> Any:
                     if depth == 0:
                         count("gave_up")
                         log.warning("storage: %s%s failed after %d retries: %s: %s", kind,
-                                    f" of {what}" if what else "", attempt, type(e).__name__, str(e)[:200])
+                                    f" of {what}" if what else "", attempt, type(e).__name__, _masked(e))
                     raise
                 delay = p.delay(attempt)
                 count(kind)
                 log.debug("storage: retrying %s%s in %.2f s (%s: %s)", kind, f" of {what}" if what else "",
-                          delay, type(e).__name__, str(e)[:200])
+                          delay, type(e).__name__, _masked(e))
                 attempt += 1
                 time.sleep(delay)
     finally:

@@ -79,7 +79,7 @@ from ..io.lock import run_lock
 from ..io.parts import SUMMARY_NAME, write_table_atomic
 from ..modelstore import model_digests
 from ..registry import check_installed, models_for
-from ..run import cluster_facts, failure_lines, run_facts, run_table, storage_facts, timestamp
+from ..run import ForeignParts, cluster_facts, failure_lines, run_facts, run_table, storage_facts, timestamp
 from ..schema import EXTRA_PREFIX, output_schema
 from ..stages.fuse import refuse_table
 from ..video.schema import FRAMES_DIR, FRAMES_SCHEMA, TRACKS_DIR, TRACKS_SCHEMA
@@ -217,7 +217,7 @@ def changed_settings(old: Optional[dict], new: dict) -> List[str]:
 def view_keys(out: str, so: dict, default_fp: Optional[dict] = None) -> pa.Table:
     """The change-detection state: key columns of the latest view (empty on the first run).
     Rows of a view written before fingerprints were kept get ``default_fp``'s (the last run's)."""
-    cols = ["uri", "size", "mtime", "etag", "status", "quality", "verdict", "run_id", *FP_COLUMNS]
+    cols = ["uri", "size", "mtime", "etag", "status", "quality", "verdict", "run_id", "media", *FP_COLUMNS]
     fs, path = get_fs(join_uri(join_uri(out, LATEST), VIEW_NAME), so)
     try:
         with fs.open(path, "rb") as f:
@@ -228,7 +228,7 @@ def view_keys(out: str, so: dict, default_fp: Optional[dict] = None) -> pa.Table
         t = None
     types = {"uri": pa.string(), "size": pa.int64(), "mtime": pa.float64(), "etag": pa.string(),
              "status": pa.string(), "quality": pa.float32(), "verdict": pa.string(), "run_id": pa.string(),
-             "scoring_fp": pa.string(), "fusion_fp": pa.string()}
+             "media": pa.string(), "scoring_fp": pa.string(), "fusion_fp": pa.string()}
     if t is None:
         return pa.table({c: pa.array([], types[c]) for c in cols})
     for c in cols:
@@ -246,7 +246,8 @@ def diff(listing: pa.Table, state: pa.Table, fp: Optional[dict] = None) -> pa.Ta
     """The plan: one row per object that is new / changed / retry / deleted (unchanged ones are
     left out), with its listing key and its previous score.  With ``fp`` (this run's
     fingerprint), an unchanged object whose row was made under other scoring settings or models
-    is ``rescore``, under other fusion settings only ``refuse``."""
+    is ``rescore``, under other fusion settings only ``refuse`` -- except a clip, which is rescored:
+    its verdict comes from its tracks and the clip rules, which its stored row does not keep."""
     left = listing.select(["uri", "size", "mtime", ETAG]).rename_columns(["uri", "size", "mtime", "etag"])
     left = left.append_column("_in_listing", pa.array([True] * left.num_rows, pa.bool_()))
     right = state.rename_columns(["uri"] + [f"prev_{c}" for c in state.column_names[1:]])
@@ -268,7 +269,10 @@ def diff(listing: pa.Table, state: pa.Table, fp: Optional[dict] = None) -> pa.Ta
     if fp and "prev_scoring_fp" in j.column_names:
         other_scoring = pc.fill_null(pc.not_equal(j.column("prev_scoring_fp"), fp["scoring"]), False)
         other_fusion = pc.fill_null(pc.not_equal(j.column("prev_fusion_fp"), fp["fusion"]), False)
-        same = pc.if_else(other_scoring, "rescore", pc.if_else(other_fusion, "refuse", "unchanged"))
+        clip = (pc.fill_null(pc.equal(j.column("prev_media"), "video"), False) if "prev_media" in j.column_names
+                else pa.array([False] * j.num_rows))
+        same = pc.if_else(other_scoring, "rescore",
+                          pc.if_else(other_fusion, pc.if_else(clip, "rescore", "refuse"), "unchanged"))
     change = pc.if_else(
         pc.and_(in_l, pc.invert(in_s)), "new",
         pc.if_else(pc.and_(in_s, pc.invert(in_l)), "deleted",
@@ -671,8 +675,13 @@ def _nightly(source, out, cfg, address, progress, now, keep_scores, lock) -> dic
         todo = plan.filter(pc.invert(pc.is_in(plan.column("change"), value_set=pa.array(["deleted", "refuse"]))))
         table = pa.table({"uri": todo.column("uri"), "size": todo.column("size"), "mtime": todo.column("mtime"),
                           ETAG: todo.column("etag"), CHANGE: todo.column("change")})
-        scored = read_json(join_uri(staging, SUMMARY_NAME), so) or \
-            run_table(table, staging, cfg, address=address, progress=progress, inputs=[source], lock=lock)
+        try:
+            scored = read_json(join_uri(staging, SUMMARY_NAME), so) or \
+                run_table(table, staging, cfg, address=address, progress=progress, inputs=[source], lock=lock)
+        except ForeignParts:
+            raise OutputError(f"nightly run {run_id} was started with other settings and did not finish: start "
+                              f"it again with the configuration it began with, or remove {staging} to score "
+                              "its plan afresh under the new one") from None
         if scored.get("error"):
             raise RunError(f"nightly run {run_id}: {scored['error']}; start it again to finish it")
         lock.check()
