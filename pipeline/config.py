@@ -318,7 +318,8 @@ def _default_curves() -> Dict[str, Curve]:
         "colour": Curve(direction="high", start=1.0, full=15.0, weight=2.3, reason="unnatural_colour"),
         # illumination: lightness difference of the face's halves over their mean
         "illumination": Curve(direction="high", start=0.3, full=0.65, weight=2.3, reason="uneven_light"),
-        # eyes open: eye aspect ratio of the nearer eye from dense landmarks, pose-corrected
+        # eyes open: eye aspect ratio from dense landmarks, pose-corrected: the mean of both eyes
+        # on a face turned less than 20 degrees, else the eye nearer the camera
         # (~0.25-0.35 open, ~0.17 in a broad smile, < 0.1 closed)
         "eyes_open": Curve(direction="low", start=0.14, full=0.06, weight=2.3, reason="eyes_closed"),
         # mouth open: inner-lip gap over mouth width (0 closed): reported, judged only where a team

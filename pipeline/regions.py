@@ -111,7 +111,7 @@ def lower_face_occlusion(labimg: np.ndarray, reg: Regions) -> float:
     not.  NaN when the skin itself has too little colour to compare with (a greyscale photo)."""
     sk = labimg[reg.skin]
     lo = labimg[reg.lower]
-    if sk.size < 48 or lo.size < 48:
+    if sk.shape[0] < 48 or lo.shape[0] < 48:
         return float("nan")
     a, b = float(np.median(sk[:, 1])), float(np.median(sk[:, 2]))
     chroma = math.hypot(a, b)
@@ -127,7 +127,7 @@ def lower_face_occlusion(labimg: np.ndarray, reg: Regions) -> float:
 def skin_colour(labimg: np.ndarray, reg: Regions) -> tuple:
     """(hue angle in degrees, chroma) of the face's skin: its median a*, b*."""
     sk = labimg[reg.skin]
-    if sk.size < 48:
+    if sk.shape[0] < 48:
         return float("nan"), float("nan")
     a, b = np.median(sk[:, 1]), np.median(sk[:, 2])
     return float(math.degrees(math.atan2(b, a))), float(math.hypot(a, b))

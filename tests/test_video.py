@@ -213,6 +213,44 @@ def test_decode_stage_streams_bounded_batches(clip_files):
     assert clip[0]["image"][0].shape == (240, 320, 3)
 
 
+def test_a_frame_lost_to_an_error_mid_clip_still_ends_the_clip(clip_files, monkeypatch):
+    """A sampled frame waits one decoded frame (for shot detection) before it is handed on; an
+    error other than FFmpeg's in that moment loses it.  The clip's end row then announces the
+    frames really handed on, so the clip is assembled (one row, truncated) instead of waiting."""
+    import json
+
+    from pipeline.stages.decode import DecodeStage
+    from pipeline.video import decode as vd
+
+    calls = {"sampled": 0, "armed": False, "raised": 0}
+    real_median, real_rotate = vd.statistics.median, vd._rotate
+
+    def rotate(rgb, rot):  # every sampled frame passes here; arm the failure at the third
+        calls["sampled"] += 1
+        calls["armed"] = calls["sampled"] == 3
+        return real_rotate(rgb, rot)
+
+    def failing_median(xs):  # shot detection's median: the next decoded frame, the third held
+        if calls["armed"]:
+            calls["raised"] += 1
+            raise MemoryError("Could not allocate SwsContext")
+        return real_median(xs)
+
+    monkeypatch.setattr(vd, "_rotate", rotate)
+    monkeypatch.setattr(vd.statistics, "median", failing_median)
+    cfg = load_config(overrides={"decode": {"resources": {"batch_size": 5}}})
+    st = DecodeStage(cfg)
+    st.setup()
+    out = st.process({"uri": np.array([clip_files["blur"]], dtype=object), "size": np.array([1]),
+                      "mtime": np.array([0.0]), "extra.etag": np.array(["e1"], dtype=object)})
+    rows = [(b["status"][i], b) for b in out for i in range(len(b["uri"]))]
+    frames = sum(1 for st_, _ in rows if st_ == "ok")
+    ends = [b for st_, b in rows if st_ == CLIP_END]
+    assert calls["raised"] == 1 and len(ends) == 1 and frames == 2  # the third was lost
+    facts = json.loads(ends[0]["video.facts"][-1])
+    assert facts["frames"] == frames and facts["truncated"] and "MemoryError" in facts["error"]
+
+
 @pytest.mark.slow
 def test_identity_change_with_embeddings(tmp_path):
     """The offline profile embeds the primary face (dlib): a cut to another person is an identity

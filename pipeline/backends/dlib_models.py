@@ -15,6 +15,7 @@ embedding as a face-quality measure.  All ship inside PyPI packages (``dlib-bin`
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -64,6 +65,11 @@ class FaceDetector:
 
     def detect(self, img: np.ndarray):
         """Faces of an RGB image: list of (bbox[4], score, points[5,2]) in source pixels."""
+        return [f[:3] for f in self._detect(img)]
+
+    def _detect(self, img: np.ndarray):
+        """As :meth:`detect`, each face with the side of the detector's own (upright) box in source
+        pixels: for a face found on a rotated copy, the bbox is the box of that square turned back."""
         h, w = img.shape[:2]
         scale = min(1.0, self.c.detect_max_side / max(h, w))
         small = geo.shrink(img, (max(1, round(w * scale)), max(1, round(h * scale)))) if scale < 1 else img
@@ -81,10 +87,7 @@ class FaceDetector:
                 faces = self._faces_on(gray, up, angle)
                 if faces:
                     break
-        out = []
-        for box, score, pts in faces:
-            out.append((box / scale, score, pts / scale))
-        return out
+        return [(box / scale, score, pts / scale, side / scale) for box, score, pts, side in faces]
 
     def _faces_on(self, gray: np.ndarray, up: int, angle):
         if angle is None:
@@ -110,14 +113,17 @@ class FaceDetector:
                 pts = geo.transform_points(back, pts)
                 corners = geo.transform_points(back, corners)
             box = np.array([corners[:, 0].min(), corners[:, 1].min(), corners[:, 0].max(), corners[:, 1].max()])
-            faces.append((box, float(score), pts))
+            faces.append((box, float(score), pts, float(rect.right() - rect.left())))
         faces.sort(key=lambda f: -f[1])
         return faces
 
     def detect_many(self, images: list) -> list:
-        """Per image: list of (bbox, score, 5 points, pose) with pose unknown (NaN): dlib's
-        5 points give it in closed form later (see the fiqa stage)."""
-        return [[(box, score, pts, np.full(3, np.nan)) for box, score, pts in self.detect(img)] for img in images]
+        """Per image: list of (bbox, score, 5 points, pose, openness, box side) with pose and
+        openness unknown (NaN): dlib's 5 points give pose in closed form later (see the fiqa
+        stage), dense landmarks both; the side of the detector's upright box is what the 68-point
+        model is given (:meth:`Dlib68.measure`)."""
+        return [[(box, score, pts, np.full(3, np.nan), np.full(2, np.nan), side) for box, score, pts, side in self._detect(img)]
+                for img in images]
 
 
 def _detector_models(cfg) -> list:
@@ -135,27 +141,28 @@ class Dlib68:
         self.pose3d = pose3d
         self.predictor = pose3d.load_predictor()
 
-    def measure(self, img: np.ndarray, box, points5) -> tuple:
+    def measure(self, img: np.ndarray, box, points5, side: Optional[float] = None) -> tuple:
         """((yaw, pitch, roll), (eye openness, mouth openness)); NaNs where the fit fails.
+        ``side``: the detector's own box side when it boxed the face upright in another frame
+        (dlib's detector on a rotated copy); else the box's width.
 
         dlib's 68-point model is trained on faces about upright: a face rolled by more than a few
         degrees (the 5 points say how much) is first turned level, its 68 points found there and
         turned back, so that roll does not leak into yaw and pitch."""
-        pts = self._points68(img, np.asarray(box, np.float64), np.asarray(points5, np.float64))
+        pts = self._points68(img, np.asarray(box, np.float64), np.asarray(points5, np.float64), side)
         fit = self.pose3d.fit_pose_68(pts, (img.shape[1], img.shape[0]))
         if fit is None:
             return np.full(3, np.nan), np.full(2, np.nan)
         o = self.pose3d.openness(pts, fit)
         return np.array([fit.yaw, fit.pitch, fit.roll]), np.array([o.eye, o.mouth])
 
-    def _points68(self, img: np.ndarray, box: np.ndarray, points5: np.ndarray) -> np.ndarray:
+    def _points68(self, img: np.ndarray, box: np.ndarray, points5: np.ndarray, side: Optional[float]) -> np.ndarray:
         eye_l, eye_r = points5[2:4].mean(0), points5[0:2].mean(0)  # dlib's 5-point order
         angle = math.degrees(math.atan2(eye_r[1] - eye_l[1], eye_r[0] - eye_l[0]))
         if abs(angle) < 8.0:
             return self.pose3d.landmarks68(img, box, self.predictor)
         centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-        c, s = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
-        side = (box[2] - box[0]) / (c + s)  # the upright box whose rotation the detector boxed
+        side = side if side is not None and math.isfinite(side) and side > 0 else box[2] - box[0]
         m = cv2.getRotationMatrix2D(centre, angle, 1.0)
         level = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)

@@ -123,8 +123,8 @@ class DetectStage(Stage):
         h, w = img.shape[:2]
         for box, score, pts, pose, *rest in found:
             openness = rest[0] if rest else np.full(2, np.nan)
-            if self.dense is not None:
-                pose, openness = self.dense.measure(img, box, pts)
+            if self.dense is not None:  # rest[1]: the detector's upright box side, when it has one
+                pose, openness = self.dense.measure(img, box, pts, rest[1] if len(rest) > 1 else None)
             cols["face_bbox"].append(np.clip(box, 0, [w, h, w, h]))
             cols["face_det_score"].append(score)
             cols["face_points"].append(pts)

@@ -106,7 +106,8 @@ def score_face(cfg: Config, iqa, fiqa, inter_eye: float, pose) -> tuple[dict, di
     raw = face_raw(iqa, fiqa, inter_eye, pose)
     penalties = {}
     for name, curve in fc.curves.items():
-        penalties[name] = None if not math.isfinite(raw[name]) else curve_penalty(curve, raw[name])
+        # a weight of 0 means "reported, not judged" (the raw value stays): no score rather than 100
+        penalties[name] = None if not math.isfinite(raw[name]) or curve.weight == 0 else curve_penalty(curve, raw[name])
     for name, angle in zip(("yaw", "pitch", "roll"), pose):
         raw[name] = float(angle)
         weight = getattr(fc.pose_weights, name)

@@ -265,6 +265,10 @@ class ClipReader:
                 if start is None:
                     start = ts
                 t = float(ts - start)
+                if t > c.max_duration_s:  # a duration declared short (or none) is no licence to decode for ever
+                    f["truncated"] = True
+                    f["error"] = f"decoding stopped at video.max_duration_s ({c.max_duration_s:g} s of frames)"
+                    break
                 if last_t is not None and len(deltas) < 500:
                     deltas.append(t - last_t)
                 last_t = t
@@ -279,8 +283,9 @@ class ClipReader:
                         yield out
                 rgb = None
                 if t + half_frame + 1e-6 >= next_t and f["frames"] < c.max_frames:
-                    while next_t <= t + half_frame + 1e-6:
-                        next_t += interval
+                    # the next sampling point after t (computed, not stepped to: a corrupt
+                    # timestamp far in the future must not spin)
+                    next_t = (math.floor((t + half_frame + 1e-6) / interval) + 1) * interval
                     rot = frame.rotation or 0
                     if rot and not f["rotation"]:
                         f["rotation"] = int(round(rot))
@@ -393,9 +398,11 @@ def clip_batches(cfg, base: dict, source: VideoSource) -> Iterator[dict]:
     size = cfg.decode.resources.batch_size
     reader = ClipReader(source, cfg.video, threads=cfg.decode.resources.num_cpus)
     buf: List[Frame] = []
+    sent = 0  # frame rows handed on: what the clip's end row announces, whatever stopped decoding
     try:
         for fr in reader.frames():
             buf.append(fr)
+            sent += 1
             if len(buf) >= size:
                 yield _clip_rows(base, buf, None)
                 buf = []
@@ -408,6 +415,9 @@ def clip_batches(cfg, base: dict, source: VideoSource) -> Iterator[dict]:
             reader.facts.update(truncated=True, error=f"decoding stopped: {type(e).__name__}: {e}")
         else:
             reader._fail("decode_error", f"{type(e).__name__}: {e}")
+    # a frame counted as sampled but lost to an error before it was handed on (it waits one
+    # decoded frame for shot detection) must not leave the clip waiting for it
+    reader.facts["frames"] = sent
     yield _clip_rows(base, buf, reader.facts)
 
 
