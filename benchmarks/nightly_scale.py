@@ -84,12 +84,12 @@ def main(argv=None) -> dict:
 
 def refuse_bench(rows: int) -> dict:
     """Score the packaged demo photos (and blurred copies) once, repeat the rows to ``rows``,
-    and time :func:`pipeline.stages.fuse.refuse_table` under changed fusion settings."""
+    and time :func:`pipeline.fusion.refuse_table` under changed fusion settings."""
     import pyarrow as pa
 
     from pipeline.config import load_config
     from pipeline.executor import LocalExecutor
-    from pipeline.stages.fuse import refuse_table
+    from pipeline.fusion import refuse_table
     from pipeline.tools import samples
 
     faces = samples.demo_faces()

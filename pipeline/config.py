@@ -246,7 +246,7 @@ FIQA_METHODS = ("serfiq", "sdd_fiqa", "restoration")
 
 
 class Curve(_Section):
-    """Flat-topped penalty on one raw measure (see :func:`pipeline.stages.fuse.curve_penalty`).
+    """Flat-topped penalty on one raw measure (see :func:`pipeline.fusion.curve_penalty`).
 
     ``direction`` "high": no penalty while x <= start, growing past it; "low": no penalty while
     x >= start.  With t = (x - start) / (full - start) (or the mirror), the penalty grows

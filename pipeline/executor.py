@@ -311,7 +311,7 @@ def block_rows(n: int, batch_size: int, cluster_cpus: float) -> int:
 
 def ray_dataset(table: pa.Table, cfg: Config, counter=None):
     """The lazy Ray dataset of a listing table (uri, size, mtime, extra.*): one output row per
-    listed row, in the columns of :func:`pipeline.stages.fuse` (before the sink conforms them)."""
+    listed row, in the columns of :func:`pipeline.fusion.fuse_row` (before the sink conforms them)."""
     import ray
 
     ctx = ray.data.DataContext.get_current()

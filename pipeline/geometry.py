@@ -155,3 +155,10 @@ def head_pose_dlib5(points: np.ndarray) -> tuple[float, float, float]:
     yaw = math.degrees(math.atan(-(dx + width_cue) / 2 / YAW_K))
     pitch = math.degrees(math.atan(-(dy - FRONTAL_NOSE_DROP) / PITCH_K))
     return yaw, pitch, math.degrees(ang)
+
+
+def primary_index(bboxes: np.ndarray, det_scores: np.ndarray) -> int:
+    """Most confident of the large faces: the largest face can be a false detection."""
+    areas = (bboxes[:, 2] - bboxes[:, 0]) * (bboxes[:, 3] - bboxes[:, 1])
+    large = areas >= 0.5 * areas.max()
+    return int(np.argmax(np.where(large, det_scores, -np.inf)))

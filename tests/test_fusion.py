@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import Curve, load_config
-from pipeline.schema import FACE_IQA_KEYS, FIQA_KEYS, IMAGE_IQA_KEYS
-from pipeline.stages.fuse import (
+from pipeline.fusion import (
     curve_penalty,
     fuse_row,
     pose_penalty,
@@ -18,6 +17,7 @@ from pipeline.stages.fuse import (
     score_face,
     verdict_for,
 )
+from pipeline.schema import FACE_IQA_KEYS, FIQA_KEYS, IMAGE_IQA_KEYS
 
 LOW = Curve(direction="low", start=48.0, full=12.0, weight=2.3, reason="low_resolution")
 HIGH = Curve(direction="high", start=4.0, full=20.0, weight=2.3, reason="noisy")

@@ -206,7 +206,7 @@ def test_fingerprints_split_scoring_from_fusion():
 
 def test_refuse_from_stored_raw_measures():
     from pipeline.executor import LocalExecutor
-    from pipeline.stages.fuse import refuse_table
+    from pipeline.fusion import refuse_table
     from pipeline.tools import samples
 
     faces = samples.demo_faces()

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import Config, Resources
+from ..geometry import primary_index  # noqa: F401 - the stages take it from here
 
 Batch = Dict[str, np.ndarray]
 Output = Union[Batch, pa.Table]
@@ -89,9 +90,3 @@ class Stage:
         batch["status"] = status
         batch["error"] = error
 
-
-def primary_index(bboxes: np.ndarray, det_scores: np.ndarray) -> int:
-    """Most confident of the large faces: the largest face can be a false detection."""
-    areas = (bboxes[:, 2] - bboxes[:, 0]) * (bboxes[:, 3] - bboxes[:, 1])
-    large = areas >= 0.5 * areas.max()
-    return int(np.argmax(np.where(large, det_scores, -np.inf)))

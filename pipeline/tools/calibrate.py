@@ -2,7 +2,7 @@
 team's own judgement, measured on held-out folds.
 
 The score is ``quality = 100·exp(−Σ_c w_c·h_c)`` where ``h_c`` is component c's penalty at weight
-1 — :func:`pipeline.stages.fuse.curve_penalty` for the curves, :func:`pose_penalty` for head pose,
+1 — :func:`pipeline.fusion.curve_penalty` for the curves, :func:`pose_penalty` for head pose,
 computed here from the raw values every output row keeps (``faces[primary].iqa / fiqa /
 inter_eye_px / yaw / pitch / roll``) with the very functions the pipeline uses.  log(quality) is
 linear in the weights, so:
@@ -38,9 +38,9 @@ import numpy as np
 from ..config import Config, load_config
 from ..errors import InputError, OutputError, errors_as
 from ..fs import local_path, write_bytes_atomic
+from ..fusion import curve_penalty, face_raw, pose_penalty
 from ..io.results import read_results, run_profile
 from ..schema import FACE_IQA_KEYS, FIQA_KEYS
-from ..stages.fuse import curve_penalty, face_raw, pose_penalty
 
 POSE = ("yaw", "pitch", "roll")
 MIN_LABELS = 20  # labelled images with a scored face

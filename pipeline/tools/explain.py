@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from ..stages.fuse import face_raw
+from ..fusion import face_raw
 
 
 def _fmt(v) -> str:

@@ -73,6 +73,7 @@ from ..fs import (
     redact,
     write_json,
 )
+from ..fusion import refuse_table
 from ..io import retry
 from ..io.listing import ETAG, list_table
 from ..io.lock import run_lock
@@ -81,7 +82,6 @@ from ..modelstore import model_digests
 from ..registry import check_installed, models_for
 from ..run import ForeignParts, cluster_facts, failure_lines, run_facts, run_table, storage_facts, timestamp
 from ..schema import EXTRA_PREFIX, output_schema
-from ..stages.fuse import refuse_table
 from ..video.schema import FRAMES_DIR, FRAMES_SCHEMA, TRACKS_DIR, TRACKS_SCHEMA
 
 log = logging.getLogger("faceqc")

@@ -15,7 +15,7 @@ consistency (mean cosine similarity of its embeddings to their mean) and its bes
 
 **The clip** is judged on its primary track, the one with the most frames (ties: higher mean
 quality).  Each rule of ``video.rules`` reads one raw measure and maps it to a penalty with the
-fusion curves' function (:func:`pipeline.stages.fuse.curve_penalty`); then
+fusion curves' function (:func:`pipeline.fusion.curve_penalty`); then
 
     track quality = quality_mean · Π exp(−penalty)  over quality_min, yaw_range, pitch_range, head_motion
     clip quality  = the primary track's quality · Π exp(−penalty)  over coverage, multiple_faces, identity_change
@@ -33,7 +33,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..stages.fuse import curve_penalty, verdict_for
+from ..fusion import curve_penalty, verdict_for
 
 TRACK_RULES = ("quality_min", "yaw_range", "pitch_range", "head_motion")
 CLIP_RULES = ("coverage", "multiple_faces", "identity_change")
