@@ -286,10 +286,9 @@ def decode_stage(jpegs: list, batch: int, device: str = "cuda") -> dict:
     far nvJPEG's pixels are from libjpeg-turbo's."""
     from PIL import Image
 
+    from pipeline.config import load_config
+    from pipeline.stages.decode import DecodeStage
     from pipeline.tools import samples
-
-    from .config import load_config
-    from .stages.decode import DecodeStage
 
     gpu = {"num_gpus": 0.25} if device == "cuda" else {}
     stages = {"opencv": DecodeStage(load_config()),

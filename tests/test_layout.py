@@ -53,6 +53,33 @@ def test_core_imports_no_tool():
     assert not {k: v for k, v in bad.items() if v}
 
 
+def _module_exists(root: Path, module: str) -> bool:
+    path = root.joinpath(*module.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def relative_imports(path: Path, root: Path = REPO) -> list:
+    """The modules a file's relative imports name (``from .x import y`` -> ``pkg.x``, or
+    ``pkg.x.y`` when y is a module), resolved against its package."""
+    tree = ast.parse(path.read_text(), str(path))
+    pkg = list(path.relative_to(root).with_suffix("").parts[:-1])
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            mod = ".".join(pkg[: len(pkg) - node.level + 1] + ([node.module] if node.module else []))
+            out.append(mod)
+    return out
+
+
+@pytest.mark.parametrize("folder", ["pipeline", "jobs", "benchmarks", "tests"])
+def test_every_relative_import_names_a_module_of_this_tree(folder):
+    """Code moved between packages keeps no relative import that pointed at its old neighbours
+    (imports inside functions included, which run only on some paths: a GPU benchmark's, say)."""
+    bad = {str(p.relative_to(REPO)): [m for m in relative_imports(p) if not _module_exists(REPO, m)]
+           for p in sources(folder)}
+    assert not {k: v for k, v in bad.items() if v}
+
+
 def test_the_rule_is_able_to_fail(tmp_path):
     """The import reader sees the forms a violation could take (absolute, relative, inside a
     function), so the two tests above can fail."""
@@ -62,3 +89,7 @@ def test_the_rule_is_able_to_fail(tmp_path):
                  "    import benchmarks.validity\n")
     mods = imports_of(f, tmp_path)
     assert {"tests.support", "pipeline.tools", "benchmarks.validity"} <= mods
+    (tmp_path / "benchmarks").mkdir()
+    g = tmp_path / "benchmarks" / "moved.py"
+    g.write_text("def f():\n    from .config import load_config\n")
+    assert relative_imports(g, tmp_path) == ["benchmarks.config"] and not _module_exists(tmp_path, "benchmarks.config")
