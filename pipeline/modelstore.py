@@ -17,8 +17,8 @@ import re
 import time
 from typing import Optional, Tuple
 
-from .errors import ModelError
-from .fs import get_fs, is_local, join_uri, local_path
+from .errors import ModelError, errors_as, redact
+from .fs import atomic_writer, get_fs, is_local, join_uri, local_path
 from .models import CATALOGUE, ModelInfo, sha256_file
 
 _SHA_RE = re.compile(r"#sha256=([0-9a-fA-F]{64})$")
@@ -36,10 +36,22 @@ def split_ref(ref: str) -> Tuple[str, Optional[str]]:
     return (ref[: m.start()], m.group(1).lower()) if m else (ref, None)
 
 
+def _url_path(uri: str) -> str:
+    """The URI without its query or fragment (a presigned URL's signature lives in the query)."""
+    return uri.split("?", 1)[0].split("#", 1)[0]
+
+
 def _cache_name(uri: str) -> str:
-    base = os.path.basename(uri.rstrip("/")) or "model"
+    """A short, safe file name: a digest of the whole URI, then the file's own name (path only,
+    at most 80 characters, odd characters replaced)."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(_url_path(uri).rstrip("/")))[-80:] or "model"
     digest = hashlib.sha256(uri.encode()).hexdigest()[:12]
     return f"{digest}-{base}"
+
+
+def _shown(uri: str) -> str:
+    """A URI as messages and the cache's notes show it: secrets and signed-URL parameters masked."""
+    return redact(uri, None)
 
 
 def _pull_hint(ref: str) -> str:
@@ -70,6 +82,9 @@ def resolve(ref: str, sha256: Optional[str] = None, storage_options: Optional[di
                              f"name it by URI or local path in the config ({info.source})")
         ref, sha256 = info.uri, sha256 or info.sha256
     uri, pinned = split_ref(ref)
+    if sha256 and pinned and sha256.lower() != pinned:
+        raise ModelError(f"model {_shown(label)}: its URI pins sha256 {pinned} but the config says {sha256.lower()}; "
+                         "keep one of them")
     want = sha256 or pinned
     if is_local(uri):
         path = local_path(uri)
@@ -77,18 +92,17 @@ def resolve(ref: str, sha256: Optional[str] = None, storage_options: Optional[di
             raise ModelError(f"model {label} not found at {path}: {_pull_hint(label)}")
         _verify(path, want, label) if want else None
         return path
+    label = _shown(label)
     dest = os.path.join(cache_dir(), _cache_name(uri))
-    if os.path.isfile(dest):
-        if want:
-            _verify(dest, want, label)
+    if os.path.isfile(dest) and (not want or sha256_file(dest) == want.lower()):
         return dest
     from filelock import FileLock
 
     with FileLock(dest + ".lock", timeout=3600):
-        if os.path.isfile(dest):  # another actor fetched it while we waited
-            if want:
-                _verify(dest, want, label)
-            return dest
+        if os.path.isfile(dest):
+            if not want or sha256_file(dest) == want.lower():
+                return dest  # another actor fetched it while we waited
+            os.remove(dest)  # a cached copy of another version (republished at this URI): fetch again
         _fetch(uri, dest, storage_options)
         try:
             got = _verify(dest + ".part", want, label)
@@ -96,8 +110,8 @@ def resolve(ref: str, sha256: Optional[str] = None, storage_options: Optional[di
             os.remove(dest + ".part")
             raise
         os.replace(dest + ".part", dest)
-        with open(dest + ".json", "w") as f:
-            json.dump({"uri": uri, "sha256": got, "fetched_at": time.time()}, f)
+        with atomic_writer(dest + ".json", None) as f:
+            f.write(json.dumps({"uri": _shown(uri), "sha256": got, "fetched_at": time.time()}).encode())
     return dest
 
 
@@ -113,7 +127,8 @@ def _fetch(uri: str, dest: str, storage_options: Optional[dict]) -> None:
     except Exception as e:  # noqa: BLE001 - network, credentials, missing object
         if os.path.exists(dest + ".part"):
             os.remove(dest + ".part")
-        raise ModelError(f"cannot fetch model from {uri}: {type(e).__name__}: {e}; {_pull_hint(uri)}") from e
+        raise ModelError(redact(f"cannot fetch model from {uri}: {type(e).__name__}: {e}; {_pull_hint(_url_path(uri))}",
+                                storage_options)) from None
 
 
 def pull(ref: str, to: Optional[str] = None, storage_options: Optional[dict] = None) -> str:
@@ -124,12 +139,16 @@ def pull(ref: str, to: Optional[str] = None, storage_options: Optional[dict] = N
     info = CATALOGUE.get(ref)
     src = info.uri if info is not None and info.uri else ref
     name = os.path.basename(path) if info is not None and info.file else os.path.basename(split_ref(src)[0])
-    target = join_uri(to, name)
-    fs, tpath = get_fs(target, storage_options)
-    parent = tpath.rsplit("/", 1)[0]
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    fs.put_file(path, tpath)
+    target = join_uri(to, _url_path(name))
+    # through a temporary and a rename (a single PUT on object stores): a node reading a shared
+    # mirror in place never loads half a file
+    with errors_as(ModelError, f"cannot copy model {_shown(ref)} to {target}", mask=lambda t: redact(t, storage_options)):
+        with open(path, "rb") as src, atomic_writer(target, storage_options) as out:
+            while True:
+                chunk = src.read(1 << 22)
+                if not chunk:
+                    break
+                out.write(chunk)
     return target
 
 

@@ -81,6 +81,17 @@ def test_incomplete_contract_is_refused(tmp_path):
         OnnxFIQA(path, {"size": 112, "colour": "RGB"})
 
 
+def test_a_file_onnx_runtime_cannot_load_is_one_model_error(tmp_path):
+    contract = {"size": 112, "colour": "RGB", "scale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3,
+                "output": "linear", "lo": -1.0, "hi": 1.0}
+    for name, data in (("not_onnx.onnx", b"<html>404</html>"), ("truncated.onnx", None)):
+        p = tmp_path / name
+        p.write_bytes(data if data is not None else
+                      open(channel_model(tmp_path / "whole.onnx", [1, 0, 0]), "rb").read()[:40])
+        with pytest.raises(ModelError, match=r"face-quality model mine: ONNX Runtime cannot load it: "):
+            OnnxFIQA(str(p), contract, name="mine")
+
+
 def test_onnx_fiqa_in_the_pipeline(tmp_path):
     """fiqa.backend onnx end to end: the model's mapped score becomes the fiqa_model component."""
     path = channel_model(tmp_path / "m.onnx", [1 / 3] * 3)  # mean brightness in [-1, 1]
@@ -167,6 +178,22 @@ def test_remote_model_cached_once_verified_and_mirrored(http_models, tmp_path, m
     assert not [f for f in os.listdir(tmp_path / "cache") if "bad.onnx" in f and not f.endswith(".lock")]
     with pytest.raises(ModelError, match="cannot fetch"):
         modelstore.resolve(f"{base}/missing.onnx")
+    # republished at the same URI under a new pin: the cached copy of the old one is fetched again
+    new = os.urandom(1000)
+    (root / "fiqa.onnx").write_bytes(new)
+    sha2 = hashlib.sha256(new).hexdigest()
+    assert modelstore.resolve(f"{base}/fiqa.onnx#sha256={sha2}") == paths[0]
+    assert open(paths[0], "rb").read() == new
+    with pytest.raises(ModelError, match="keep one of them"):  # a pin on the URI, another in the config
+        modelstore.resolve(f"{base}/fiqa.onnx#sha256={sha2}", sha)
+    # a presigned URL: a short cache name without the query; its signature in no name, note or message
+    signed = f"{base}/fiqa.onnx?X-Amz-Credential=AKIA%2Fnode&X-Amz-Signature={'f' * 300}"
+    p3 = modelstore.resolve(signed)
+    assert open(p3, "rb").read() == new and len(os.path.basename(p3)) < 100 and "Signature" not in p3
+    assert "f" * 40 not in open(p3 + ".json").read()
+    with pytest.raises(ModelError) as e:
+        modelstore.resolve(f"{base}/missing.onnx?X-Amz-Signature=SECRETSIGNATURE")
+    assert "SECRETSIGNATURE" not in str(e.value)
 
 
 def test_gpu_node_example_config_is_valid():

@@ -95,7 +95,7 @@ def map_output(raw: np.ndarray, c: dict) -> np.ndarray:
 class OnnxFIQA:
     def __init__(self, path: str, contract: dict, name: str = "model", num_cpus: float = 1.0, use_gpu: bool = False):
         self.c = check_contract(dict(contract), name)
-        self.session = make_session(path, num_cpus, use_gpu)
+        self.session = make_session(path, num_cpus, use_gpu, what=f"face-quality model {name}")
         check_image_input(self.session, int(self.c["size"]), name)
         self.preprocess = Preprocess(self.c, path)
         self.normalises_itself = self.preprocess.normalises_itself

@@ -125,7 +125,7 @@ class ScrfdDetector:
                  det_size: tuple[int, int] = (640, 640), score_thresh: float = 0.5,
                  nms_thresh: float = 0.4, *, max_batch: int = 32):
         self.path = path
-        self.session = make_session(path, num_cpus, use_gpu)
+        self.session = make_session(path, num_cpus, use_gpu, what=f"face detector {path}")
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         fixed_size = _spatial(inp.shape)
@@ -397,7 +397,7 @@ class Landmark3D68:
             mx = graph_normalises_input(path, landmark=True)
             input_mean, input_std = (0.0, 1.0) if mx else (127.5, 128.0)
         self.input_mean, self.input_std = float(input_mean), float(input_std)
-        self.session = make_session(path, num_cpus, use_gpu)
+        self.session = make_session(path, num_cpus, use_gpu, what=f"landmark model {path}")
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_size = (_spatial(inp.shape) or (192, 192))[0]

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..errors import require
+from ..errors import ModelError, require
 
 
 def graph_normalises_input(path: str, landmark: bool = False) -> bool:
@@ -30,7 +30,9 @@ def graph_normalises_input(path: str, landmark: bool = False) -> bool:
     return find_sub and find_mul
 
 
-def make_session(path: str, num_cpus: float = 1.0, use_gpu: bool = False):
+def make_session(path, num_cpus: float = 1.0, use_gpu: bool = False, what: str = "model"):
+    """An ONNX Runtime session of a model file (or its bytes); a file ONNX Runtime cannot load (not
+    ONNX, truncated, unsupported operators) is one ModelError naming ``what``."""
     ort = require("onnxruntime", "prod", "ONNX models")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, int(math.ceil(num_cpus)))
@@ -39,7 +41,11 @@ def make_session(path: str, num_cpus: float = 1.0, use_gpu: bool = False):
     providers = ["CPUExecutionProvider"]
     if use_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(path, opts, providers=providers)
+    try:
+        return ort.InferenceSession(path, opts, providers=providers)
+    except Exception as e:  # noqa: BLE001 - not an ONNX file, truncated, unsupported ops...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelError(f"{what}: ONNX Runtime cannot load it: {type(e).__name__}: {first}") from None
 
 
 def fixed_batch(session) -> int | None:

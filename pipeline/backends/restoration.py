@@ -109,11 +109,7 @@ class Restorer:
         self.metric = metric
         self.score_range = tuple(score_range) or DEFAULT_SCORE_RANGE[metric]
         self.max_batch = max_batch
-        try:
-            self.session = make_session(path, num_cpus, use_gpu)
-        except Exception as e:  # noqa: BLE001 - not an ONNX file, unsupported ops...
-            raise ModelError(f"restoration model {name}: ONNX Runtime cannot load it: {type(e).__name__}: "
-                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+        self.session = make_session(path, num_cpus, use_gpu, what=f"restoration model {name}")
         what = "restoration model"
         check_image_input(self.session, self.size, name, what)
         inputs = self.session.get_inputs()

@@ -30,7 +30,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ..errors import ConfigError, ModelError, require
+from ..errors import ConfigError, ModelError, errors_as, require
 from ..models import CATALOGUE, named
 from ..registry import register
 from ..schema import FIQA_KEYS
@@ -197,8 +197,9 @@ class SerFIQ:
             raise ModelError(f"SER-FIQ model {name}: expected one image input, found {len(inputs)} ({', '.join(inputs)})")
         self.head_input, w, b = split_head(model, name)
         self.w, self.b = w.astype(np.float32), b.astype(np.float32)
-        backbone = _cut(model, inputs, self.head_input, Extractor)
-        self.session = make_session(backbone.SerializeToString(), num_cpus, use_gpu)
+        with errors_as(ModelError, f"SER-FIQ model {name}: cannot cut its backbone at the head's input"):
+            backbone = _cut(model, inputs, self.head_input, Extractor)
+        self.session = make_session(backbone.SerializeToString(), num_cpus, use_gpu, what=f"SER-FIQ model {name} (its backbone)")
         check_image_input(self.session, int(self.contract["size"]), name, "SER-FIQ model")
         self.preprocess = Preprocess(self.contract, path)
         self.passes, self.dropout, self.seed = int(passes), float(dropout), int(seed)
