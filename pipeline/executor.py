@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import logging.handlers
+import math
 import os
 from typing import Iterable, Iterator, List, Optional, Sequence
 
@@ -298,6 +299,29 @@ def groups(stages: Sequence[Stage]) -> List[List[Stage]]:
     return out
 
 
+def fit_to_cluster(resources: list, cluster_cpus: float) -> list:
+    """Each operator's resources, CPUs scaled down where the pipeline would not fit the cluster:
+    the actor pools' minimum actors hold their CPUs for the whole run, so with too few CPUs left
+    for the largest task the run would wait for ever.  Actor pools then keep at most half the
+    cluster, and tasks share what is left (fractions of a CPU are fine to Ray)."""
+    def min_actors(r) -> int:
+        c = r.concurrency
+        return 1 if c is None else (c[0] if isinstance(c, tuple) else int(c))
+
+    reserved = sum(min_actors(r) * r.num_cpus for r in resources if r.uses_actors)
+    task_max = max([r.num_cpus for r in resources if not r.uses_actors] or [0.0])
+    if not cluster_cpus or reserved + task_max <= cluster_cpus:
+        return list(resources)
+    scale_a = min(1.0, cluster_cpus / 2 / reserved) if reserved else 1.0
+    left = cluster_cpus - reserved * scale_a
+    scale_t = min(1.0, left / task_max) if task_max else 1.0
+    out = [r.model_copy(update={"num_cpus": math.floor(r.num_cpus * (scale_a if r.uses_actors else scale_t) * 1000) / 1000})
+           for r in resources]
+    logging.getLogger("faceqc").info("the stages' CPUs were scaled to fit a cluster of %g CPUs: %s", cluster_cpus,
+                                     [r.num_cpus for r in out])
+    return out
+
+
 def block_rows(n: int, batch_size: int, cluster_cpus: float) -> int:
     """Rows per input block, which is also rows per committed part file.  Small enough that all
     CPUs are busy from the start (4 blocks per CPU at least) and that a killed run loses (and
@@ -322,8 +346,10 @@ def ray_dataset(table: pa.Table, cfg: Config, counter=None):
     step = block_rows(table.num_rows, stages[0].resources.batch_size, cluster_cpus)
     # from_blocks: block boundaries kept as given (one block -> one part file), and no metadata tasks
     ds = ray.data.from_blocks([table.slice(i, step) for i in range(0, max(1, table.num_rows), step)])
-    for i, group in enumerate(groups(stages)):
-        kw = ray_kwargs(group[0].resources, cluster_cpus)
+    grouped = groups(stages)
+    fitted = fit_to_cluster([g[0].resources for g in grouped], cluster_cpus)
+    for i, (group, res) in enumerate(zip(grouped, fitted)):
+        kw = ray_kwargs(res, cluster_cpus)
         count = counter if i == 0 else None  # rows started = rows the first operator takes
         if group[0].resources.uses_actors:
             actor = type(f"{type(group[0]).__name__}Actor", (ActorStage,), {})
