@@ -314,6 +314,9 @@ def _default_curves() -> Dict[str, Curve]:
         "glare": Curve(direction="high", start=0.04, full=0.3, weight=2.3, reason="glare"),
         # lower face: share of it that is not skin (mask, microphone, object)
         "lower_face": Curve(direction="high", start=0.15, full=0.6, weight=2.3, reason="lower_face_covered"),
+        # mouth visible: horizontal over vertical edges of the lips region (1-3 on visible mouths,
+        # towards 0 behind a hand or an object of the skin's own colour, which lower_face passes)
+        "mouth_visible": Curve(direction="low", start=0.45, full=0.1, weight=2.3, reason="lower_face_covered"),
         # colour: a*b* distance of the skin's colour from the region of natural skin colours
         "colour": Curve(direction="high", start=1.0, full=15.0, weight=2.3, reason="unnatural_colour"),
         # illumination: lightness difference of the face's halves over their mean

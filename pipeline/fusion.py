@@ -79,6 +79,7 @@ def face_raw(iqa: np.ndarray, fiqa: np.ndarray, inter_eye: float, pose=(math.nan
         "eyes_visible": q["eye_visibility"],
         "glare": q["eye_glare"],
         "lower_face": q["lower_face"],
+        "mouth_visible": q["lip_line"],
         "colour": q["colour"],
         "illumination": q["illumination"],
         "eyes_open": q["eye_openness"],

@@ -1,4 +1,5 @@
-"""What a reviewer checks region by region: are the eyes visible, is the lower face covered, is the
+"""What a reviewer checks region by region: are the eyes visible, is the lower face covered (and the
+mouth visible), is the
 skin a natural colour, is the light even across the face, is the face framed whole.
 
 Every check runs on the primary face's FFHQ-aligned crop (:func:`pipeline.geometry.ffhq_matrix`)
@@ -124,6 +125,23 @@ def lower_face_occlusion(labimg: np.ndarray, reg: Regions) -> float:
     return float((other_hue | grey).mean())
 
 
+def lip_line(labimg: np.ndarray, reg: Regions) -> float:
+    """Is the mouth there to see: the mean vertical lightness gradient (horizontal edges) in the lips
+    region over the mean horizontal one, in the aligned face's frame.  A visible mouth is
+    dominated by horizontal edges (the lip line between the corners, the lips' upper and lower
+    borders: about 1-3 on faces turned up to ~50 degrees), whether it is closed, open or blurred
+    (blur and noise shrink or spread both gradients alike).  A hand, a scarf or any object held
+    in front of it replaces them with its own edges or none, so the ratio falls towards 0 however
+    skin-coloured the object is.  NaN with too few pixels to judge."""
+    m = reg.mouth
+    if m.sum() < 48:
+        return float("nan")
+    light = labimg[..., 0]
+    gy = np.abs(cv2.Sobel(light, cv2.CV_32F, 0, 1, ksize=3))[m]
+    gx = np.abs(cv2.Sobel(light, cv2.CV_32F, 1, 0, ksize=3))[m]
+    return float(gy.mean() / max(float(gx.mean()), 0.05))
+
+
 def skin_colour(labimg: np.ndarray, reg: Regions) -> tuple:
     """(hue angle in degrees, chroma) of the face's skin: its median a*, b*."""
     sk = labimg[reg.skin]
@@ -220,6 +238,6 @@ def checks(crop: np.ndarray, pts5: np.ndarray, scale: float) -> Optional[dict]:
     hue, chroma = skin_colour(lb, reg)
     gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
     return {"detail": blur_sigma(gray, reg.face), "eye_visibility": eye_visibility(lb, reg), "eye_glare": eye_glare(lb, reg),
-            "lower_face_occlusion": lower_face_occlusion(lb, reg), "skin_hue": hue, "skin_chroma": chroma,
+            "lower_face_occlusion": lower_face_occlusion(lb, reg), "lip_line": lip_line(lb, reg), "skin_hue": hue, "skin_chroma": chroma,
             "unnatural_colour": unnatural_colour(hue, chroma), "illumination_asymmetry": illumination_asymmetry(lb, reg),
             "black_level": black_level(lb, reg), "colour_blotches": colour_blotches(lb, reg)}

@@ -32,6 +32,7 @@ CASES = {
     "eyes_visible": (("sunglasses", -0.85),),
     "glare": (("glare", -0.6),),
     "lower_face": (("mask", -0.8), ("microphone", -0.85)),
+    "mouth_visible": (("hand", -0.8),),
     "colour": (("colour_cast_green", -0.85), ("oversaturate", -0.8)),
 }
 FRONTAL = ("t1-face0", "t1-face2", "t1-face3", "t1-face5", "astronaut")

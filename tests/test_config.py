@@ -132,14 +132,14 @@ def test_every_profile_is_valid_and_typed():
 # unfinished runs still resume.  The pydantic config reproduced the dataclass config's values
 # exactly (f01de1d3... for the default); they change, legitimately, with faceqc's version,
 # SCHEMA_VERSION or a new setting (schema 2: the reviewer components, the face-quality methods,
-# the video and export sections): update them then.
+# the video and export sections; schema 3: mouth_visible): update them then.
 PINNED = {
-    "default": ({}, "cbf2f09913b91ff2ee4ae5e4f6f177a5"),
-    "offline-fast": ({"profile": "offline-fast"}, "92c91db88057ce18889a323c983bf8b2"),
+    "default": ({}, "d2f25903d127b802c755a184d1753052"),
+    "offline-fast": ({"profile": "offline-fast"}, "e47c18c3e7532cfffbfad744064064c9"),
     "overrides": ({"overrides": {"fuse": {"accept": 70, "curves": {"sharpness": {"start": 0.05}}, "pose_weights": {"yaw": 2}},
                                  "input": {"extensions": [".jpg"], "storage_options": {"key": "x"}},
                                  "iqa": {"resources": {"concurrency": [1, 2], "actors": True}},
-                                 "detect": {"retry_rotations": [10, -10]}}}, "a173a8d03806f7b182372bd6ac695d80"),
+                                 "detect": {"retry_rotations": [10, -10]}}}, "42e01d5ea53dde365a4f7a4da6241fbb"),
 }
 
 

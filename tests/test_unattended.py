@@ -397,3 +397,38 @@ def test_listing_streams_a_million_objects():
     print(f"listing peak RSS: {got[100_000]['peak_rss_mb']:.0f} MB at 100k, {got[1_000_000]['peak_rss_mb']:.0f} MB "
           f"at 1M ({ratio:.2f}x)")
     assert ratio <= 1.5
+
+
+def test_rows_of_an_earlier_schema_fit_the_current_one_and_refuse():
+    """A view or kept rows written before a schema added raw measures and components (schema 2
+    had no iqa.lip_line, no components.mouth_visible) are carried into the current schema with
+    the new fields null, and re-fusing them scores what they measured and leaves the rest unjudged."""
+    from pipeline.executor import LocalExecutor
+    from pipeline.fusion import refuse_table
+    from pipeline.tools import samples
+    from pipeline.tools.nightly import fit_schema
+
+    cfg = _cfg()
+    faces = samples.demo_faces()
+    scored = LocalExecutor(cfg).score_images(list(faces.values()), list(faces))
+    assert any(f["iqa"]["lip_line"] is not None for r in scored.to_pylist() for f in r["faces"] or [])
+    new_face = scored.schema.field("faces").type.value_type
+
+    def without(typ, drop):
+        return pa.struct([f for f in typ if f.name not in drop])
+
+    old_face = pa.struct([pa.field(f.name, without(f.type, {"lip_line", "mouth_visible"}) if f.name in ("iqa", "components")
+                                   else f.type) for f in new_face])
+    old = pa.Table.from_pylist(scored.to_pylist(), schema=pa.schema(
+        [pa.field("faces", pa.list_(old_face)) if f.name == "faces" else f for f in scored.schema]))
+    assert "lip_line" not in old.schema.field("faces").type.value_type.field("iqa").type.names
+    fitted = fit_schema(old, scored.schema)
+    assert fitted.schema == scored.schema
+    for was, now in zip(scored.to_pylist(), fitted.to_pylist()):
+        assert now["quality"] == was["quality"] and now["verdict"] == was["verdict"]
+        for f in now["faces"]:
+            assert f["iqa"]["lip_line"] is None and f["components"]["mouth_visible"] is None
+    refused = refuse_table(cfg, fitted).to_pylist()
+    judged = [f["components"]["mouth_visible"] for r in refused for f in r["faces"]]
+    assert judged and all(v is None for v in judged)  # not measured: not judged, never a 0
+    assert [r["status"] for r in refused] == scored.column("status").to_pylist()

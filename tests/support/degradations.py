@@ -309,9 +309,9 @@ def face_mask(img, coverage, face, colour=(70, 120, 200)):
     return _blend(img, m, colour, 1.0)
 
 
-def hand_over_mouth(img, coverage, face):
+def hand_over_mouth(img, coverage, face, across=False):
     """A skin-coloured hand (an ellipse of the face's own skin tone, with finger shading) over the
-    mouth, growing with ``coverage``."""
+    mouth, growing with ``coverage``: fingers upright, or ``across`` the mouth (horizontal gaps)."""
     if coverage <= 0:
         return img
     lm = face.landmarks
@@ -324,7 +324,11 @@ def hand_over_mouth(img, coverage, face):
     out = _blend(img, m, skin, 1.0)
     for k in range(-2, 3):  # finger gaps
         x0 = mouth[0] + k * 0.3 * face.ied * coverage
-        cv2.line(out, (int(x0), int(mouth[1] - 0.4 * face.ied * coverage)), (int(x0), int(mouth[1] + 0.6 * face.ied * coverage)),
+        a, b = (x0, mouth[1] - 0.4 * face.ied * coverage), (x0, mouth[1] + 0.6 * face.ied * coverage)
+        if across:  # fingers pointing to the ear: gaps run along the lips, a finger's width apart
+            y0 = mouth[1] + 0.15 * face.ied + k * 0.18 * face.ied * coverage
+            a, b = (mouth[0] - 0.8 * face.ied * coverage, y0), (mouth[0] + 0.8 * face.ied * coverage, y0)
+        cv2.line(out, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])),
                  tuple(int(v) for v in skin * 0.75), max(1, int(0.03 * face.ied)), cv2.LINE_AA)
     return out
 
@@ -465,6 +469,8 @@ FAMILIES: Dict[str, Family] = {
     "eyes_closed": Family(eyes_closed, [0, 0.3, 0.5, 0.7, 0.85, 1.0], "reviewer", needs_face=True),
     "mask": Family(face_mask, [0, 0.2, 0.4, 0.6, 0.8, 1.0], "reviewer", needs_face=True),
     "hand": Family(hand_over_mouth, [0, 0.3, 0.5, 0.7, 0.85, 1.0], "reviewer", needs_face=True),
+    "hand_across": Family(lambda im, s, face: hand_over_mouth(im, s, face, across=True), [0, 0.3, 0.5, 0.7, 0.85, 1.0],
+                          "reviewer", needs_face=True),
     "microphone": Family(microphone, [0, 0.2, 0.4, 0.6, 0.8, 1.0], "reviewer", needs_face=True),
     "border_cut": Family(border_cut, [0, 0.1, 0.2, 0.3, 0.4, 0.5], "reviewer", needs_face=True),
     "top_cut": Family(top_cut, [0, 0.2, 0.4, 0.6, 0.75, 0.9], "reviewer", needs_face=True),
@@ -479,7 +485,8 @@ FAMILIES: Dict[str, Family] = {
 # the families the components were tuned on; every other one is held out
 TUNING = ("blur", "jpeg", "noise", "downscale", "underexposure", "overexposure", "rotation", "large_blur",
           "mosaic", "posterize", "interlace", "webp", "sunglasses", "mask", "eyes_closed", "border_cut",
-          "colour_cast", "side_light")
+          "colour_cast", "side_light",
+          "hand")  # mouth_visible was built after seeing faceqc fail on it: no longer held out
 
 
 def apply(name: str, img: np.ndarray, severity: float, face: Optional[Face]) -> np.ndarray:
