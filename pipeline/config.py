@@ -272,7 +272,7 @@ class Curve(_Section):
 
 def _default_curves() -> Dict[str, Curve]:
     return {
-        # resolution: inter-eye distance in source pixels
+        # resolution: inter-eye distance in source pixels, as if facing the camera (over cos yaw)
         "resolution": Curve(direction="low", start=48.0, full=12.0, weight=2.3, reason="low_resolution"),
         # sharpness: fine/mid band energy ratio of the denoised aligned face
         "sharpness": Curve(direction="low", start=0.045, full=0.008, weight=2.3, reason="blurry"),

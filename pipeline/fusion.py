@@ -51,13 +51,28 @@ def pose_penalty(angle_deg: float, weight: float) -> float:
     return -weight * 2.0 * math.log(c)
 
 
+# degrees: beyond it yaw estimates err by 10 degrees and more (README "Head pose against known
+# angles"), and 1/cos(yaw) would turn that error into resolution noise
+MAX_YAW_CORRECTION = 45.0
+
+
+def frontal_inter_eye(inter_eye: float, yaw: float) -> float:
+    """The inter-eye distance the face would have facing the camera: a face turned by ``yaw``
+    shows its eyes closer by cos(yaw), though it has as many pixels as before, so resolution is
+    judged on the measured distance over cos(yaw) (yaw capped at 45 degrees; unknown yaw: as
+    measured).  Pose is judged apart, by the pose components."""
+    if not math.isfinite(yaw):
+        return inter_eye
+    return inter_eye / math.cos(math.radians(min(abs(yaw), MAX_YAW_CORRECTION)))
+
+
 def face_raw(iqa: np.ndarray, fiqa: np.ndarray, inter_eye: float, pose=(math.nan, math.nan, math.nan)) -> dict:
     """The raw value each curve reads."""
     q = dict(zip(FACE_IQA_KEYS, (float(v) for v in iqa)))
     f = dict(zip(FIQA_KEYS, (float(v) for v in fiqa)))
     yaw, pitch, roll = (abs(float(a)) if a is not None else math.nan for a in pose)
     return {
-        "resolution": float(inter_eye),
+        "resolution": frontal_inter_eye(float(inter_eye), yaw),
         "sharpness": q["sharpness"],
         "noise": q["noise"],
         "compression": q["blockiness"],

@@ -71,7 +71,7 @@ def test_quality_is_the_product_of_component_scores():
     assert score_face(clean, iqa, fiqa, 30.0, [20.0, 5.0, 3.0])[1]["pitch"] is None  # weight 0: not judged
     assert scores["fiqa_model"] is None and scores["iqa_model"] is None  # not measured
     assert scores["sharpness"] < 100 and scores["noise"] < 100 and scores["resolution"] < 100
-    assert raw["resolution"] == 30.0 and raw["yaw"] == 20.0
+    assert raw["resolution"] == pytest.approx(30.0 / math.cos(math.radians(20.0))) and raw["yaw"] == 20.0
 
 
 def test_a_pristine_frontal_face_scores_100():
@@ -122,3 +122,20 @@ def test_rows_without_a_usable_face_are_rejected_with_their_status():
     assert (out["status"], out["verdict"], out["reasons"], out["quality"]) == ("no_face", "reject", ["no_face"], None)
     out = fuse_row(cfg, {**_row([], []), "status": "decode_error", "error": "truncated"})
     assert (out["verdict"], out["reasons"], out["error"]) == ("reject", ["decode_error"], "truncated")
+
+
+def test_resolution_is_judged_as_if_the_face_faced_the_camera():
+    """A face turned by yaw shows its eyes cos(yaw) closer together with as many pixels: its
+    resolution score is that of the frontal face, and only the pose components see the turn."""
+    cfg = load_config()
+    iqa, fiqa = _raw()
+    frontal = score_face(cfg, iqa, fiqa, 30.0, [0.0, 0.0, 0.0])[1]["resolution"]
+    for yaw in (-40.0, 25.0, 40.0):
+        seen = 30.0 * math.cos(math.radians(yaw))
+        raw, scores, _ = score_face(cfg, iqa, fiqa, seen, [yaw, 0.0, 0.0])
+        assert raw["resolution"] == pytest.approx(30.0) and scores["resolution"] == pytest.approx(frontal)
+        assert scores["yaw"] < 100
+    # beyond 45 degrees the correction stops (x1.41 at most); an unknown yaw leaves it as measured
+    assert score_face(cfg, iqa, fiqa, 10.0, [85.0, 0.0, 0.0])[0]["resolution"] == pytest.approx(10.0 * math.sqrt(2))
+    assert score_face(cfg, iqa, fiqa, 10.0, [float("nan"), 0.0, 0.0])[0]["resolution"] == pytest.approx(10.0)
+    assert frontal < 100  # 30 px between the eyes is judged low: the test compares like with like
