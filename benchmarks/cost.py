@@ -156,7 +156,10 @@ def component_costs(cfg, jpegs: list) -> dict:
     clock("interlacing", lambda o, img: ms.combing(ms.to_gray(patch(o))))
     clock("Lab conversion", lambda o, img: regions.lab(reg(o)[0]))
     if hasattr(regions, "lip_line"):
-        labs = {id(o): (regions.lab(reg(o)[0]), reg(o)[1]) for o, _ in items}
+        labs = {}
+        for o, _ in items:
+            img, rg = reg(o)
+            labs[id(o)] = (regions.lab(img), rg)
         clock("mouth visible (lip line, Lab given)", lambda o, img: regions.lip_line(*labs[id(o)]))
     clock("eyes, lower face, colour, light, haze, colour noise",
           lambda o, img: regions.checks(o["face_crop_target"][0], o["face_target_points"][0],

@@ -1,6 +1,6 @@
-"""What a reviewer checks region by region: are the eyes visible, is the lower face covered (and the
-mouth visible), is the
-skin a natural colour, is the light even across the face, is the face framed whole.
+"""What a reviewer checks region by region: are the eyes visible, is the lower face covered and the
+mouth visible, is the skin a natural colour, is the light even across the face, is the face framed
+whole.
 
 Every check runs on the primary face's FFHQ-aligned crop (:func:`pipeline.geometry.ffhq_matrix`)
 at the resolution it is judged at, with the face's 5 landmarks mapped into it: in that frame the

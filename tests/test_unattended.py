@@ -426,9 +426,9 @@ def test_rows_of_an_earlier_schema_fit_the_current_one_and_refuse():
     assert fitted.schema == scored.schema
     for was, now in zip(scored.to_pylist(), fitted.to_pylist()):
         assert now["quality"] == was["quality"] and now["verdict"] == was["verdict"]
-        for f in now["faces"]:
+        for f in now["faces"] or []:
             assert f["iqa"]["lip_line"] is None and f["components"]["mouth_visible"] is None
     refused = refuse_table(cfg, fitted).to_pylist()
-    judged = [f["components"]["mouth_visible"] for r in refused for f in r["faces"]]
+    judged = [f["components"]["mouth_visible"] for r in refused for f in r["faces"] or []]
     assert judged and all(v is None for v in judged)  # not measured: not judged, never a 0
     assert [r["status"] for r in refused] == scored.column("status").to_pylist()
