@@ -161,6 +161,8 @@ def component_costs(cfg, jpegs: list) -> dict:
             img, rg = reg(o)
             labs[id(o)] = (regions.lab(img), rg)
         clock("mouth visible (lip line, Lab given)", lambda o, img: regions.lip_line(*labs[id(o)]))
+    if hasattr(ms, "vignetting"):
+        clock("vignetting (whole-image thumbnail)", lambda o, img: ms.vignetting(o["thumb"][0]))
     clock("eyes, lower face, colour, light, haze, colour noise",
           lambda o, img: regions.checks(o["face_crop_target"][0], o["face_target_points"][0],
                                         float(o["face_target_scale"][0])))

@@ -95,6 +95,7 @@ def face_raw(iqa: np.ndarray, fiqa: np.ndarray, inter_eye: float, pose=(math.nan
         "glare": q["eye_glare"],
         "lower_face": q["lower_face"],
         "mouth_visible": q["lip_line"],
+        "vignetting": q["vignetting"],
         "colour": q["colour"],
         "illumination": q["illumination"],
         "eyes_open": q["eye_openness"],

@@ -25,7 +25,8 @@ FACE_IQA_KEYS = ("sharpness", "noise", "blockiness", "dark_clip", "bright_clip",
                  "colour_noise", "black_level", "framing", "eye_visibility", "eye_glare", "lower_face",
                  "skin_hue", "skin_chroma", "colour", "illumination",
                  "eye_openness", "mouth_openness",  # from dense landmarks (eye / mouth aspect ratios)
-                 "lip_line")  # horizontal over vertical edges of the lips region (schema 3)
+                 "lip_line",  # horizontal over vertical edges of the lips region (schema 3)
+                 "vignetting")  # the frame's radial darkening, from the whole-image thumbnail (schema 4)
 # whole-image measures, from a 256 px thumbnail
 IMAGE_IQA_KEYS = ("sharpness", "noise", "brightness", "contrast", "model_score")
 # raw face-quality outputs (fiqa stage): the primary method (fiqa.backend: dlib stability, or an
@@ -42,7 +43,7 @@ COMPONENTS = (
     "brightness_low", "brightness_high", "contrast", "recognisability", "fiqa_model", "iqa_model", "yaw", "pitch", "roll",
     "detail", "pixelation", "banding", "interlacing", "colour_noise", "haze", "framing", "eyes_visible", "glare",
     "lower_face", "colour", "illumination", "yaw_limit", "pitch_limit", "roll_limit", "eyes_open", "mouth_open",
-    "serfiq", "sdd_fiqa", "restoration", "mouth_visible",
+    "serfiq", "sdd_fiqa", "restoration", "mouth_visible", "vignetting",
 )
 
 STATUSES = ("ok", "no_face", "read_error", "decode_error", "too_large",

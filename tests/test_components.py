@@ -33,6 +33,7 @@ CASES = {
     "glare": (("glare", -0.6),),
     "lower_face": (("mask", -0.8), ("microphone", -0.85)),
     "mouth_visible": (("hand", -0.8),),
+    "vignetting": (("vignette", -0.85),),  # a lens's own off-centre falloff: tests/test_measures.py
     "colour": (("colour_cast_green", -0.85), ("oversaturate", -0.8)),
 }
 FRONTAL = ("t1-face0", "t1-face2", "t1-face3", "t1-face5", "astronaut")

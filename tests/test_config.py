@@ -132,14 +132,14 @@ def test_every_profile_is_valid_and_typed():
 # unfinished runs still resume.  The pydantic config reproduced the dataclass config's values
 # exactly (f01de1d3... for the default); they change, legitimately, with faceqc's version,
 # SCHEMA_VERSION or a new setting (schema 2: the reviewer components, the face-quality methods,
-# the video and export sections; schema 3: mouth_visible): update them then.
+# the video and export sections; schema 3: mouth_visible; schema 4: vignetting): update them then.
 PINNED = {
-    "default": ({}, "d2f25903d127b802c755a184d1753052"),
-    "offline-fast": ({"profile": "offline-fast"}, "e47c18c3e7532cfffbfad744064064c9"),
+    "default": ({}, "fc12482193c28c5b4db902c94c9daedc"),
+    "offline-fast": ({"profile": "offline-fast"}, "39342287a166013454a8efdcb8c2fc82"),
     "overrides": ({"overrides": {"fuse": {"accept": 70, "curves": {"sharpness": {"start": 0.05}}, "pose_weights": {"yaw": 2}},
                                  "input": {"extensions": [".jpg"], "storage_options": {"key": "x"}},
                                  "iqa": {"resources": {"concurrency": [1, 2], "actors": True}},
-                                 "detect": {"retry_rotations": [10, -10]}}}, "42e01d5ea53dde365a4f7a4da6241fbb"),
+                                 "detect": {"retry_rotations": [10, -10]}}}, "8f0da3031c9f5f5571ec6d12500affc6"),
 }
 
 

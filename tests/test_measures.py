@@ -82,3 +82,68 @@ def test_face_mask_covers_the_inner_face():
     # the ellipse through brows-to-chin and cheek to cheek of the 112 frame (60 x 68 px), scaled
     k = 224 / 112 / 1.6
     assert m.mean() == pytest.approx(np.pi * (30 * k) * (34 * k) / 224 ** 2, rel=0.02)
+
+
+# ------------------------------------------------------------------------------ vignetting
+def _photos() -> dict:
+    """Untouched photos: the test faces, and scikit-image's own photos (a sky, a cat, a table
+    top, a black-and-white street scene): other framings than a face in a room."""
+    import skimage.data as skd
+
+    out = dict(samples.test_faces())
+    for name in ("coffee", "chelsea", "rocket", "camera"):
+        im = getattr(skd, name)()
+        out[name] = np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im
+    return out
+
+
+def _thumb(img):
+    from pipeline.stages.detect import thumbnail
+
+    return thumbnail(img, 256)
+
+
+START = 2.0  # the vignetting curve's start (config): two stops of fall to the corners
+
+
+def test_vignetting_leaves_untouched_photos_below_its_curve():
+    vals = {k: ms.vignetting(_thumb(im)) for k, im in _photos().items()}
+    assert all(np.isfinite(v) and v < START for v in vals.values()), vals
+
+
+@pytest.mark.parametrize("family", ["vignette", "vignette_natural"])
+def test_vignetting_rises_with_a_darkened_frame(family):
+    """Centred (the family the curve was set on) and a lens's own off-centre cos^4 falloff (held
+    out): the measure grows with the strength on every face, and the strongest is past the curve's
+    start."""
+    from scipy.stats import spearmanr
+
+    from tests.support import degradations as dg
+
+    fam = dg.FAMILIES[family]
+    rows = np.array([[ms.vignetting(_thumb(fam.op(im, s))) for s in fam.severities] for im in samples.test_faces().values()])
+    rhos = [spearmanr(np.arange(len(r)), r)[0] for r in rows]
+    assert np.mean(rhos) >= 0.9, rows.round(2)
+    assert np.median(rows[:, -1]) > START, rows.round(2)
+
+
+def test_vignetting_ignores_other_damage():
+    """Blur, noise, codecs, exposure, haze, colour casts, one-sided light, pixelation and a
+    rotated frame's black corners do not read as a darkened frame."""
+    from tests.support import degradations as dg
+
+    worst = {}
+    for family in ("blur", "noise", "jpeg", "underexposure", "overexposure", "rotation", "haze", "colour_cast",
+                   "side_light", "mosaic", "low_light"):
+        fam = dg.FAMILIES[family]
+        worst[family] = max(ms.vignetting(_thumb(fam.op(im, s))) for im in samples.test_faces().values()
+                            for s in fam.severities)
+    assert all(v < START for v in worst.values()), worst
+
+
+def test_vignetting_is_mirror_symmetric_and_says_when_it_cannot_judge():
+    for im in list(samples.test_faces().values())[:3]:
+        t = _thumb(im)
+        assert abs(ms.vignetting(t) - ms.vignetting(t[:, ::-1].copy())) < 0.05
+    assert np.isnan(ms.vignetting(np.zeros((64, 64, 3), np.uint8)))  # black: nothing to judge
+    assert np.isnan(ms.vignetting(np.full((8, 8, 3), 128, np.uint8)))  # too small

@@ -28,7 +28,8 @@ class ClassicalIQA:
     def face(self, crop: np.ndarray, patch: np.ndarray, patch_size: int, target: Optional[dict] = None) -> np.ndarray:
         """FACE_IQA_KEYS of one face (the model columns NaN).  ``target``: the primary face's
         FFHQ-aligned crop, its scale, its landmarks in it and the share of it outside the image
-        (see the detect stage); its region checks are NaN for the other faces."""
+        (see the detect stage), and the whole-image thumbnail (``thumb``: vignetting); its region
+        checks are NaN for the other faces."""
         gray = ms.to_gray(crop)
         crop_noise = ms.noise_level(gray)
         sharp = ms.sharpness(gray, self.mask, crop_noise)
@@ -44,6 +45,8 @@ class ClassicalIQA:
             vals.update(chk, colour_noise=chk.get("colour_blotches", np.nan), lower_face=chk.get("lower_face_occlusion", np.nan),
                         colour=chk.get("unnatural_colour", np.nan), illumination=chk.get("illumination_asymmetry", np.nan),
                         framing=target["outside"])
+            if target.get("thumb") is not None:
+                vals["vignetting"] = ms.vignetting(target["thumb"])
         for k, v in vals.items():
             if k in KEY:
                 out[KEY[k]] = v

@@ -39,7 +39,8 @@ class IQAStage(Stage):
             if len(crops):
                 p = primary_index(np.asarray(batch["face_bbox"][i]).reshape(-1, 4), np.asarray(batch["face_det_score"][i]))
                 target = {"crop": batch["face_crop_target"][i], "scale": float(batch["face_target_scale"][i]),
-                          "points": batch["face_target_points"][i], "outside": float(batch["face_target_outside"][i])}
+                          "points": batch["face_target_points"][i], "outside": float(batch["face_target_outside"][i]),
+                          "thumb": batch["thumb"][i]}
                 face_iqa[i] = np.stack([self.classical.face(crops[j], patches[j], int(sizes[j]), target if j == p else None)
                                         for j in range(len(crops))])
                 # what the detect stage's dense landmarks measured joins the raw measures

@@ -9,7 +9,8 @@ inter-eye distance), which occluders and framing defects need.  Families are gro
 - ``classic``   the damage faceqc's first curves were tuned on (blur, JPEG, noise, downscale,
                 exposure, rotation), plus blur of large faces at training resolution;
 - ``realworld`` other common degradations: other blur kernels, other codecs, any-grid mosaic,
-                banding, interlacing, other noises, haze, colour casts, vignetting;
+                banding, interlacing, other noises, haze, colour casts, vignetting (centred, and a
+                lens's own off-centre falloff);
 - ``reviewer``  what a reviewer rejects that is not pixel damage: framing, occlusion, hidden or
                 closed eyes, uneven light, unnatural colour.
 
@@ -227,6 +228,21 @@ def vignette(img, strength, face=None):
     yy, xx = np.mgrid[0:h, 0:w]
     r = np.hypot((xx - w / 2) / (w / 2), (yy - h / 2) / (h / 2))
     return np.clip(img * (1 - strength * np.clip(r, 0, 1.5) ** 2)[..., None], 0, 255).astype(np.uint8)
+
+
+def vignette_natural(img, strength, face=None, centre=(0.38, 0.58)):
+    """A lens's own falloff, as a crop of a larger frame would keep it: the cos^4 law
+    (1 + (r/f)^2)^-2 in linear light, about an optical centre away from the image centre.
+    ``strength`` shortens f: at 1 the far corner keeps ~2% of its light."""
+    if strength <= 0:
+        return img
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(xx - centre[0] * w, yy - centre[1] * h)
+    f = np.hypot(w, h) / 2 / (2.2 * strength)
+    gain = (1.0 / (1.0 + (r / f) ** 2) ** 2).astype(np.float32)
+    lin = (img.astype(np.float32) / 255.0) ** 2.2 * gain[..., None]
+    return np.clip(255 * lin ** (1 / 2.2) + 0.5, 0, 255).astype(np.uint8)
 
 
 def side_light(img, strength, face=None):
@@ -461,6 +477,7 @@ FAMILIES: Dict[str, Family] = {
     "chroma_noise": Family(chroma_noise, [0, 4, 8, 14, 22, 32], "realworld"),
     "haze": Family(haze, [0, 0.2, 0.4, 0.55, 0.7, 0.85], "realworld"),
     "vignette": Family(vignette, [0, 0.3, 0.5, 0.7, 0.85, 1.0], "realworld"),
+    "vignette_natural": Family(vignette_natural, [0, 0.3, 0.5, 0.7, 0.85, 1.0], "realworld"),
     # what a reviewer rejects
     "sunglasses": Family(sunglasses, [0, 0.3, 0.5, 0.7, 0.85, 1.0], "reviewer", needs_face=True),
     "eye_bar": Family(eye_bar, [0, 0.2, 0.4, 0.6, 0.8, 1.0], "reviewer", needs_face=True),
@@ -486,7 +503,8 @@ FAMILIES: Dict[str, Family] = {
 TUNING = ("blur", "jpeg", "noise", "downscale", "underexposure", "overexposure", "rotation", "large_blur",
           "mosaic", "posterize", "interlace", "webp", "sunglasses", "mask", "eyes_closed", "border_cut",
           "colour_cast", "side_light",
-          "hand")  # mouth_visible was built after seeing faceqc fail on it: no longer held out
+          "hand",  # mouth_visible was built after seeing faceqc fail on it: no longer held out
+          "vignette")  # so was the vignetting component (0.4.0); vignette_natural stays held out
 
 
 def apply(name: str, img: np.ndarray, severity: float, face: Optional[Face]) -> np.ndarray:
