@@ -227,12 +227,14 @@ def chroma_noise(rgb: np.ndarray) -> float:
 _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 
-def vignetting(rgb: np.ndarray, sectors: int = 8, ring=(0.4, 0.98), floor: float = 4e-3) -> float:
+def vignetting(rgb: np.ndarray, sectors: int = 8, ring=(0.4, 0.98), floor: float = 4e-3, guard: int = 3) -> float:
     """Darkening of the frame towards its edges (lens vignetting, a darkened-corners filter), from
     the whole-image thumbnail: the radial derivative of log linear luminance, per unit of half the
     image diagonal, its median over the pixels of each of ``sectors`` directions around the image
-    centre (in the ``ring`` of radii, darker than ``floor`` excluded), and the falloff read as
-    minus the 75th percentile of those medians.
+    centre (in the ``ring`` of radii; pixels darker than ``floor``, and those within ``guard`` px
+    of one, excluded: the black bars of a letterboxed frame have no slope to read, and their
+    blurred edges would read as a steep one), and the falloff read as minus the 75th percentile of
+    those medians.
 
     Vignetting multiplies every pixel at one radius by the same gain, so the log luminance of
     everything in the ring, flat or textured, slopes down as the radius grows, in every direction
@@ -245,8 +247,8 @@ def vignetting(rgb: np.ndarray, sectors: int = 8, ring=(0.4, 0.98), floor: float
     directions have pixels to judge (a tiny or black image)."""
     if rgb.ndim != 3 or min(rgb.shape[:2]) < 16:
         return float("nan")
-    y = (rgb.astype(np.float32) / 255.0) ** 2.2 @ _LUMA
-    y = cv2.GaussianBlur(y, (0, 0), 1.5)
+    y0 = (rgb.astype(np.float32) / 255.0) ** 2.2 @ _LUMA
+    y = cv2.GaussianBlur(y0, (0, 0), 1.5)
     ly = np.log(y + 0.5 * floor)
     gx = cv2.Sobel(ly, cv2.CV_32F, 1, 0, ksize=3) / 8.0
     gy = cv2.Sobel(ly, cv2.CV_32F, 0, 1, ksize=3) / 8.0
@@ -258,7 +260,8 @@ def vignetting(rgb: np.ndarray, sectors: int = 8, ring=(0.4, 0.98), floor: float
     radial = (gx * dx + gy * dy) / np.maximum(r, 1e-6) * half_diag
     rho = r / half_diag
     sector = ((np.arctan2(dy, dx) + math.pi) / (2 * math.pi) * sectors).astype(np.int32) % sectors
-    ok = (rho > ring[0]) & (rho < ring[1]) & (y > floor)
+    near_black = cv2.dilate((y0 <= floor).astype(np.uint8), np.ones((2 * guard + 1, 2 * guard + 1), np.uint8)) > 0
+    ok = (rho > ring[0]) & (rho < ring[1]) & ~near_black
     medians = [float(np.median(radial[ok & (sector == s)])) for s in range(sectors) if (ok & (sector == s)).sum() >= 30]
     if len(medians) < sectors - 2:
         return float("nan")

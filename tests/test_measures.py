@@ -111,6 +111,19 @@ def test_vignetting_leaves_untouched_photos_below_its_curve():
     assert all(np.isfinite(v) and v < START for v in vals.values()), vals
 
 
+def test_vignetting_does_not_read_black_bars_as_a_darkened_frame():
+    """A letterboxed or pillarboxed frame (a video's black bars): the bars have no slope to read."""
+    for k, im in samples.test_faces().items():
+        h, w = im.shape[:2]
+        letter = np.zeros((h * 3 // 2, w, 3), np.uint8)
+        letter[h // 4:h // 4 + h] = im
+        pillar = np.zeros((h, w * 8 // 5, 3), np.uint8)
+        pillar[:, (w * 8 // 5 - w) // 2:(w * 8 // 5 - w) // 2 + w] = im
+        for framed in (letter, pillar):
+            v = ms.vignetting(_thumb(framed))
+            assert np.isfinite(v) and v < START, (k, v)
+
+
 @pytest.mark.parametrize("family", ["vignette", "vignette_natural"])
 def test_vignetting_rises_with_a_darkened_frame(family):
     """Centred (the family the curve was set on) and a lens's own off-centre cos^4 falloff (held
