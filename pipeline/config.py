@@ -320,8 +320,9 @@ def _default_curves() -> Dict[str, Curve]:
         # colour: a*b* distance of the skin's colour from the region of natural skin colours
         "colour": Curve(direction="high", start=1.0, full=15.0, weight=2.3, reason="unnatural_colour"),
         # vignetting: the frame's darkening towards its edges, the median radial slope of log
-        # luminance per half-diagonal (pipeline.measures.vignetting): ~1 is a one-stop fall to the
-        # corners, which lenses give and reviewers pass; 2 two stops; black corners 8 and more
+        # luminance per half-diagonal (pipeline.measures.vignetting; untouched photos -4.5 to 1.7):
+        # a one-stop fall to the corners, which lenses give and reviewers pass, adds ~1; two stops
+        # ~2; black corners read 7 and more
         "vignetting": Curve(direction="high", start=2.0, full=8.0, weight=2.3, reason="vignetting"),
         # illumination: lightness difference of the face's halves over their mean
         "illumination": Curve(direction="high", start=0.3, full=0.65, weight=2.3, reason="uneven_light"),
