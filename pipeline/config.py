@@ -322,7 +322,7 @@ def _default_curves() -> Dict[str, Curve]:
         # vignetting: the frame's darkening towards its edges, the median radial slope of log
         # luminance per half-diagonal (pipeline.measures.vignetting; untouched photos -4.5 to 1.7):
         # a one-stop fall to the corners, which lenses give and reviewers pass, adds ~1; two stops
-        # ~2; black corners read 7 and more
+        # ~2; black corners 4 to 12 (README "Validity")
         "vignetting": Curve(direction="high", start=2.0, full=8.0, weight=2.3, reason="vignetting"),
         # illumination: lightness difference of the face's halves over their mean
         "illumination": Curve(direction="high", start=0.3, full=0.65, weight=2.3, reason="uneven_light"),

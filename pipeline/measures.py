@@ -227,28 +227,17 @@ def chroma_noise(rgb: np.ndarray) -> float:
 _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 
-def _border_bars(y: np.ndarray, floor: float) -> tuple:
-    """(top, bottom, left, right): how many rows / columns along each border are near-black
-    throughout (98th percentile at most ``floor``): a letterboxed or pillarboxed frame's bars."""
-    def run(flags: np.ndarray) -> int:
-        lit = np.flatnonzero(~flags)
-        return int(lit[0]) if lit.size else len(flags)
-
-    rows = np.percentile(y, 98, axis=1) <= floor
-    cols = np.percentile(y, 98, axis=0) <= floor
-    return run(rows), run(rows[::-1]), run(cols), run(cols[::-1])
-
-
 def vignetting(rgb: np.ndarray, sectors: int = 8, ring=(0.4, 0.98), inner: float = 0.2, floor: float = 4e-3,
                sigma: float = 1.5, min_pixels: int = 30) -> float:
     """Darkening of the frame towards its edges (lens vignetting, a darkened-corners filter), from
     the whole-image thumbnail: the radial derivative of log linear luminance, per unit of half the
-    image diagonal, its median over the lit pixels (above ``floor``) of each of ``sectors``
-    directions around the image centre in the ``ring`` of radii, and the falloff read as minus the
-    75th percentile of those medians.  A direction whose ring is black throughout (a fade to black
-    that ends inside it) is read from ``inner`` outwards instead: where its light goes.  Black
-    bars along the borders (a letterboxed or pillarboxed video frame) are cut off first, with the
-    blur's reach beyond them: they have no slope to read, and their edges would read as a steep one.
+    image diagonal, its median over the lit pixels of each of ``sectors`` directions around the
+    image centre in the ``ring`` of radii, and the falloff read as minus the 75th percentile of
+    those medians.  Lit: above ``floor`` and beyond the blur's reach of any pixel that is not, so
+    black has no slope to read and the edge of a black area (a letterboxed frame's bars, a studio's
+    black backdrop behind a lit subject) is not read as a steep fall.  A direction with no lit pixel
+    in the ring (a fade to black that ends inside it) is read from ``inner`` outwards instead:
+    where its light goes.
 
     Vignetting multiplies every pixel at one radius by the same gain, so the log luminance of
     everything in the ring, flat or textured, slopes down as the radius grows, in every direction
@@ -257,17 +246,15 @@ def vignetting(rgb: np.ndarray, sectors: int = 8, ring=(0.4, 0.98), inner: float
     a bright sky moves the median of a few directions, edges are outliers to the median, and the
     upper quartile asks most directions to fall.  Untouched photos read -4.5 to 1.7 (the ones
     tried); a one-stop fall to the corners (gain 2^-ρ², ρ the radius over half the diagonal) adds
-    about 1 to a photo's own reading, two stops about 2; black corners read 7 and more.  NaN when
+    about 1 to a photo's own reading, two stops about 2; black corners 4 to 12 on the photos
+    tried (lowest where a wide frame's whole sides turn black).  NaN when
     too few directions have lit pixels to judge (a tiny or black image)."""
     if rgb.ndim != 3 or min(rgb.shape[:2]) < 16:
         return float("nan")
-    y = (rgb.astype(np.float32) / 255.0) ** 2.2 @ _LUMA
+    y0 = (rgb.astype(np.float32) / 255.0) ** 2.2 @ _LUMA
     reach = int(math.ceil(3 * sigma))
-    top, bottom, left, right = (n + reach if n else 0 for n in _border_bars(y, floor))
-    y = y[top:y.shape[0] - bottom, left:y.shape[1] - right]
-    if min(y.shape) < 16:
-        return float("nan")
-    y = cv2.GaussianBlur(y, (0, 0), sigma)
+    near_black = cv2.dilate((y0 <= floor).astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
+    y = cv2.GaussianBlur(y0, (0, 0), sigma)
     ly = np.log(y + 0.5 * floor)
     gx = cv2.Sobel(ly, cv2.CV_32F, 1, 0, ksize=3) / 8.0
     gy = cv2.Sobel(ly, cv2.CV_32F, 0, 1, ksize=3) / 8.0
@@ -279,7 +266,7 @@ def vignetting(rgb: np.ndarray, sectors: int = 8, ring=(0.4, 0.98), inner: float
     radial = (gx * dx + gy * dy) / np.maximum(r, 1e-6) * half_diag
     rho = r / half_diag
     sector = ((np.arctan2(dy, dx) + math.pi) / (2 * math.pi) * sectors).astype(np.int32) % sectors
-    lit = y > floor
+    lit = ~near_black
     bands = ((rho > ring[0]) & (rho < ring[1]) & lit, (rho > inner) & (rho < ring[1]) & lit)
     medians = []
     for s in range(sectors):
