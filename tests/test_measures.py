@@ -167,7 +167,7 @@ def test_vignetting_sees_a_fade_to_black_on_any_frame_shape():
 
 def test_vignetting_passes_a_portrait_on_a_black_background():
     """A lit subject against black (a low-key studio portrait, here each photo cut out by an
-    ellipse): the black has no slope, the subject's edge is an outlier to the medians."""
+    ellipse): black, and the subject's edge within the blur's reach of it, is not read."""
     for k, im in _photos().items():
         h, w = im.shape[:2]
         m = np.zeros((h, w), np.uint8)
