@@ -419,18 +419,6 @@ def top_cut(img, share, face):
     return np.ascontiguousarray(img[max(0, cut):])
 
 
-def too_far(img, scale, face=None):
-    """The face small in a large frame (the photo shrunk and padded back to its size)."""
-    if scale >= 1:
-        return img
-    h, w = img.shape[:2]
-    small = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    out = np.full_like(img, 128)
-    y, x = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
-    out[y:y + small.shape[0], x:x + small.shape[1]] = small
-    return out
-
-
 # ------------------------------------------------------------------------------ the families
 @dataclass
 class Family:
