@@ -247,8 +247,8 @@ def vignetting(rgb: np.ndarray, sectors: int = 8, ring=(0.4, 0.98), inner: float
     upper quartile asks most directions to fall.  Untouched photos read -4.5 to 1.7 (the ones
     tried); a one-stop fall to the corners (gain 2^-ρ², ρ the radius over half the diagonal) adds
     about 1 to a photo's own reading, two stops about 2; black corners 4 to 12 on the photos
-    tried (lowest where a wide frame's whole sides turn black).  NaN when
-    too few directions have lit pixels to judge (a tiny or black image)."""
+    tried (lowest where a wide frame's whole sides turn black).  NaN when too few directions have
+    lit pixels to judge (a tiny or black image)."""
     if rgb.ndim != 3 or min(rgb.shape[:2]) < 16:
         return float("nan")
     y0 = (rgb.astype(np.float32) / 255.0) ** 2.2 @ _LUMA
