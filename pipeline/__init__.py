@@ -1,4 +1,4 @@
 """faceqc: score the quality of face images at scale (Ray Data pipeline)."""
 
-__version__ = "0.4.0"
-SCHEMA_VERSION = "4"
+__version__ = "0.5.0"
+SCHEMA_VERSION = "5"

@@ -225,6 +225,33 @@ class RestorationConfig(_Section):
         return v
 
 
+class OcclusionConfig(_Section):
+    """Face occlusion from a segmentation model (OFIQ's FaceOcclusionPrevention network, or a
+    face parser): the share of the face, the eyes and the mouth something covers, on the primary
+    face's FFHQ-aligned crop (``face_crop_target``).  Off while ``model`` is empty."""
+
+    model: str = ""  # local path or URI of a face-occlusion / face-parsing segmentation .onnx
+    sha256: str = Field("", pattern=_SHA256)
+    size: int = Field(224, ge=16, le=2048)  # the model's input side
+    colour: Literal["RGB", "BGR"] = "RGB"  # channel order the model eats
+    range: Tuple[Number, Number] = (0.0, 1.0)  # the model input's values for pixel 0 and pixel 255
+    # the central share of the FFHQ crop fed to the model (1.0: all of it), to match its training framing
+    crop: float = Field(1.0, gt=0.1, le=1.0)
+    # face_logit: (N, 1, H, W) or (N, H, W), visible face where >= threshold (OFIQ's network: logits,
+    # threshold 0); classes: (N, C, H, W), visible face where the best class is in face_classes
+    output: Literal["face_logit", "classes"] = "face_logit"
+    threshold: float = 0.0
+    face_classes: Tuple[int, ...] = ()
+    output_index: int = -1  # which output to read (OFIQ reads the last)
+
+    @field_validator("range")
+    @classmethod
+    def _pair(cls, v):
+        if len(v) != 2 or v[0] == v[1]:
+            raise ValueError("must be a pair of two different numbers")
+        return v
+
+
 class FIQAConfig(_Section):
     # the primary method (components recognisability / fiqa_model): dlib_stability | onnx | none
     backend: str = "dlib_stability"
@@ -238,11 +265,12 @@ class FIQAConfig(_Section):
     serfiq: SERFIQConfig = Field(default_factory=SERFIQConfig)
     sdd_fiqa: SDDFIQAConfig = Field(default_factory=SDDFIQAConfig)
     restoration: RestorationConfig = Field(default_factory=RestorationConfig)
+    occlusion: OcclusionConfig = Field(default_factory=OcclusionConfig)
     resources: Resources = _resources(num_cpus=1.0, batch_size=16)
 
 
 # the face-quality methods that run beside fiqa.backend, each when its model is set: backend names
-FIQA_METHODS = ("serfiq", "sdd_fiqa", "restoration")
+FIQA_METHODS = ("serfiq", "sdd_fiqa", "restoration", "occlusion")
 
 
 class Curve(_Section):
@@ -350,6 +378,10 @@ def _default_curves() -> Dict[str, Curve]:
         # mapped to 0-100 by fiqa.restoration.score_range; as fiqa_model / iqa_model
         "restoration": Curve(direction="low", start=50.0, full=10.0, weight=1.5,
                              reason="low_restoration_consistency"),
+        # face occlusion (fiqa.occlusion): the largest covered share of the face, the eyes and the
+        # mouth by the segmentation model; a segmenter errs by a few percent along the face's edge,
+        # so up to a tenth passes, and half of a part covered is full (a starting point: calibrate)
+        "occlusion": Curve(direction="high", start=0.10, full=0.50, weight=2.3, reason="occluded"),
     }
 
 

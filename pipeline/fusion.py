@@ -66,6 +66,12 @@ def frontal_inter_eye(inter_eye: float, yaw: float) -> float:
     return inter_eye / math.cos(math.radians(min(abs(yaw), MAX_YAW_CORRECTION)))
 
 
+def _largest(*values: float) -> float:
+    """The largest finite value (NaN when none is)."""
+    ok = [v for v in values if math.isfinite(v)]
+    return max(ok) if ok else math.nan
+
+
 def face_raw(iqa: np.ndarray, fiqa: np.ndarray, inter_eye: float, pose=(math.nan, math.nan, math.nan)) -> dict:
     """The raw value each curve reads."""
     q = dict(zip(FACE_IQA_KEYS, (float(v) for v in iqa)))
@@ -106,6 +112,7 @@ def face_raw(iqa: np.ndarray, fiqa: np.ndarray, inter_eye: float, pose=(math.nan
         "serfiq": f["serfiq"],
         "sdd_fiqa": f["sdd_score"],
         "restoration": f["restoration_score"],
+        "occlusion": _largest(f["occlusion"], f["occlusion_eyes"], f["occlusion_mouth"]),
     }
 
 

@@ -136,6 +136,17 @@ CATALOGUE = {
             contract={"size": 512, "colour": "RGB", "range": [-1.0, 1.0], "output_range": [-1.0, 1.0]},
         ),
         ModelInfo(
+            "face-occlusion", "fiqa (fiqa.occlusion)",
+            "face occlusion segmentation (OFIQ's FaceOcclusionPrevention, ISO/IEC 29794-5): any face-occlusion "
+            "or face-parsing .onnx you name in fiqa.occlusion.model — e.g. OFIQ's face_occlusion_segmentation "
+            "model (the FaceExtraction network of FaceOcc, Yin and Chen 2022) or a BiSeNet face-parser export — "
+            "on the primary face's FFHQ-aligned crop",
+            "that of the segmentation model you name: OFIQ's code is MIT, but FaceOcc's and face parsers' "
+            "training data include CelebAMask-HQ (non-commercial research only) — check before commercial use",
+            False,
+            contract={"size": 224, "colour": "RGB", "range": [0.0, 1.0], "output": "face_logit", "threshold": 0.0},
+        ),
+        ModelInfo(
             "timm-iqa-checkpoint", "iqa",
             "a timm backbone with a regression head, trained by your team (iqa.model: checkpoint path/URI)",
             "yours", True,

@@ -35,7 +35,8 @@ IMAGE_IQA_KEYS = ("sharpness", "noise", "brightness", "contrast", "model_score")
 # (fiqa.sdd_fiqa), and restoration consistency's similarity and its 0-100 mapping (fiqa.restoration,
 # primary face only).  New keys go at the end: positions are relied on.
 FIQA_KEYS = ("stability", "model_raw", "model_score", "serfiq", "sdd_raw", "sdd_score",
-             "restoration_raw", "restoration_score")
+             "restoration_raw", "restoration_score",
+             "occlusion", "occlusion_eyes", "occlusion_mouth")  # fiqa.occlusion (schema 5), primary face only
 
 # component scores (0-100) of a face, in the order reasons are checked
 COMPONENTS = (
@@ -43,7 +44,7 @@ COMPONENTS = (
     "brightness_low", "brightness_high", "contrast", "recognisability", "fiqa_model", "iqa_model", "yaw", "pitch", "roll",
     "detail", "pixelation", "banding", "interlacing", "colour_noise", "haze", "framing", "eyes_visible", "glare",
     "lower_face", "colour", "illumination", "yaw_limit", "pitch_limit", "roll_limit", "eyes_open", "mouth_open",
-    "serfiq", "sdd_fiqa", "restoration", "mouth_visible", "vignetting",
+    "serfiq", "sdd_fiqa", "restoration", "mouth_visible", "vignetting", "occlusion",
 )
 
 STATUSES = ("ok", "no_face", "read_error", "decode_error", "too_large",

@@ -132,14 +132,15 @@ def test_every_profile_is_valid_and_typed():
 # unfinished runs still resume.  The pydantic config reproduced the dataclass config's values
 # exactly (f01de1d3... for the default); they change, legitimately, with faceqc's version,
 # SCHEMA_VERSION or a new setting (schema 2: the reviewer components, the face-quality methods,
-# the video and export sections; schema 3: mouth_visible; schema 4: vignetting): update them then.
+# the video and export sections; schema 3: mouth_visible; schema 4: vignetting; schema 5:
+# fiqa.occlusion): update them then.
 PINNED = {
-    "default": ({}, "fc12482193c28c5b4db902c94c9daedc"),
-    "offline-fast": ({"profile": "offline-fast"}, "39342287a166013454a8efdcb8c2fc82"),
+    "default": ({}, "36c12d48aa99307dde1209ee4b255baf"),
+    "offline-fast": ({"profile": "offline-fast"}, "d5ea794cb02e1d9305ead367cc473ad1"),
     "overrides": ({"overrides": {"fuse": {"accept": 70, "curves": {"sharpness": {"start": 0.05}}, "pose_weights": {"yaw": 2}},
                                  "input": {"extensions": [".jpg"], "storage_options": {"key": "x"}},
                                  "iqa": {"resources": {"concurrency": [1, 2], "actors": True}},
-                                 "detect": {"retry_rotations": [10, -10]}}}, "8f0da3031c9f5f5571ec6d12500affc6"),
+                                 "detect": {"retry_rotations": [10, -10]}}}, "e4cb0e78853ca15f2228171c48b9292d"),
 }
 
 

@@ -402,7 +402,7 @@ def test_listing_streams_a_million_objects():
 def test_rows_of_an_earlier_schema_fit_the_current_one_and_refuse():
     """A view or kept rows written before a schema added raw measures and components (schema 2
     had no iqa.lip_line, no components.mouth_visible; schema 3 no iqa.vignetting, no
-    components.vignetting) are carried into the current schema with the new fields null, and
+    components.vignetting; schema 4 no fiqa.occlusion*, no components.occlusion) are carried into the current schema with the new fields null, and
     re-fusing them scores what they measured and leaves the rest unjudged."""
     from pipeline.executor import LocalExecutor
     from pipeline.fusion import refuse_table
@@ -414,13 +414,14 @@ def test_rows_of_an_earlier_schema_fit_the_current_one_and_refuse():
     scored = LocalExecutor(cfg).score_images(list(faces.values()), list(faces))
     assert any(f["iqa"]["lip_line"] is not None for r in scored.to_pylist() for f in r["faces"] or [])
     assert any(f["iqa"]["vignetting"] is not None for r in scored.to_pylist() for f in r["faces"] or [])
-    added = {"lip_line", "mouth_visible", "vignetting"}
+    added = {"lip_line", "mouth_visible", "vignetting",  # schemas 3 and 4
+             "occlusion", "occlusion_eyes", "occlusion_mouth"}  # schema 5: fiqa.* and components.occlusion
     new_face = scored.schema.field("faces").type.value_type
 
     def without(typ, drop):
         return pa.struct([f for f in typ if f.name not in drop])
 
-    old_face = pa.struct([pa.field(f.name, without(f.type, added) if f.name in ("iqa", "components")
+    old_face = pa.struct([pa.field(f.name, without(f.type, added) if f.name in ("iqa", "fiqa", "components")
                                    else f.type) for f in new_face])
     old = pa.Table.from_pylist(scored.to_pylist(), schema=pa.schema(
         [pa.field("faces", pa.list_(old_face)) if f.name == "faces" else f for f in scored.schema]))
@@ -430,7 +431,7 @@ def test_rows_of_an_earlier_schema_fit_the_current_one_and_refuse():
     for was, now in zip(scored.to_pylist(), fitted.to_pylist()):
         assert now["quality"] == was["quality"] and now["verdict"] == was["verdict"]
         for f in now["faces"] or []:
-            assert all(f["iqa"].get(k) is None and f["components"].get(k) is None for k in added)
+            assert all(f[s].get(k) is None for s in ("iqa", "fiqa", "components") for k in added)
     refused = refuse_table(cfg, fitted).to_pylist()
     judged = [f["components"][k] for r in refused for f in r["faces"] or [] for k in ("mouth_visible", "vignetting")]
     assert judged and all(v is None for v in judged)  # not measured: not judged, never a 0

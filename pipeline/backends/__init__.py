@@ -10,6 +10,7 @@ from . import (  # noqa: F401
     fiqa_onnx,
     insightface_pack,
     iqa_torch,
+    occlusion,
     restoration,
     serfiq,
 )

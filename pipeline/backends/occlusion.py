@@ -1,0 +1,197 @@
+"""Face occlusion from a segmentation model: which parts of the face something covers.
+
+Classical region checks compare colours with the face's own skin, so a skin-coloured hand, hair
+strands or a fringe pass them (README, "Still weak").  A network trained to segment the visible
+face from whatever is in front of it does not have that blind spot.  OFIQ (ISO/IEC 29794-5) has
+such a network for its FaceOcclusionPrevention measure (the FaceExtraction model of FaceOcc, Yin
+and Chen 2022); face-parsing networks (BiSeNet exports with CelebAMask-HQ's classes) do the same
+with one class per part.  Any such ONNX model the team supplies runs here, on the primary face's
+FFHQ-aligned crop (``face_crop_target``, at ``detect.target_size``).
+
+Model contract (``fiqa.occlusion``): one image input ``(N, 3, size, size)``, channels in
+``colour`` order, pixel 0 → ``range[0]`` and 255 → ``range[1]`` (linear), fed the central
+``crop`` share of the FFHQ crop (1.0: all of it; OFIQ feeds the central 424 px of its 616 px
+alignment, about 0.69 of a wider frame than FFHQ's).  The output named by ``output_index``
+(default: the last, as OFIQ reads it) is either
+
+- ``face_logit``: ``(N, 1, H, W)`` or ``(N, H, W)``, a pixel is visible face where the value is
+  at least ``threshold`` (OFIQ's network: logits, threshold 0; a sigmoid output: 0.5), or
+- ``classes``: ``(N, C, H, W)`` class scores, a pixel is visible face where its best class is one
+  of ``face_classes`` (e.g. skin, brows, eyes, nose, lips for a CelebAMask-HQ parser).
+
+The face's parts are not found by the model but by where FFHQ's alignment puts them: faceqc's
+mean 68-point face (:data:`pipeline.pose3d.MODEL_68`, frontal) aligned the way the crop is made
+gives, in crop coordinates, the face (the jaw line closed by the brows: OFIQ's landmarked region
+without the forehead, so a fringe or a hat is not an occlusion), each eye (its outline grown 1.5x
+across and 3x up and down around its centre: the lids and the skin just round them) and the
+mouth (the outer lips grown 1.3x).  The alignment fixes the eyes and the mouth, so the parts stay put on real faces
+up to moderate pose.  Raw outputs (``FIQA_KEYS``): the share of each part the model does not
+call visible face — ``occlusion`` (the face), ``occlusion_eyes`` (both eyes together),
+``occlusion_mouth``; the component ``occlusion`` reads the largest of the three.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .. import geometry as geo
+from .. import pose3d
+from ..errors import ModelError
+from ..models import CATALOGUE, named
+from ..registry import register
+from ..schema import FIQA_KEYS
+from .fiqa_onnx import check_image_input, side_by_side_check
+from .onnx_runtime import chunks, fixed_batch, make_session, pad_to
+
+PARTS = ("face", "eyes", "mouth")
+KEYS = {"face": "occlusion", "eyes": "occlusion_eyes", "mouth": "occlusion_mouth"}
+# the eye outline (0.39 x 0.08 inter-eye distances) grown to take in the lids and the skin just
+# round them: 1.5x across, 3x up and down (0.58 x 0.24); the outer lips grown 1.3x
+EYE_GROWTH, MOUTH_GROWTH = (1.5, 3.0), (1.3, 1.3)
+
+
+def _grown(poly: np.ndarray, k) -> np.ndarray:
+    c = poly.mean(0)
+    return c + (poly - c) * np.asarray(k, np.float64)
+
+
+@functools.lru_cache(maxsize=1)
+def template_parts() -> dict:
+    """The parts' polygons in unit coordinates of an FFHQ-aligned crop (0..1 across): faceqc's mean
+    face, frontal, aligned by :func:`pipeline.geometry.ffhq_matrix` from its own 5 points."""
+    p = np.asarray(pose3d.MODEL_68[:, :2], np.float64)
+    five = np.vstack([p[pose3d.EYE_L].mean(0), p[pose3d.EYE_R].mean(0), p[30], p[48], p[54]])
+    m = geo.ffhq_matrix(five, 1)
+    q = geo.transform_points(m, p)
+    face = np.vstack([q[pose3d.JAW], q[26:16:-1]])
+    return {"face": face,
+            "eyes": [_grown(q[pose3d.EYE_L], EYE_GROWTH), _grown(q[pose3d.EYE_R], EYE_GROWTH)],
+            "mouth": [_grown(q[pose3d.LIPS_OUTER], MOUTH_GROWTH)]}
+
+
+@functools.lru_cache(maxsize=8)
+def part_masks(height: int, width: int, crop: float) -> dict:
+    """Boolean masks of the parts on a model output of ``height`` x ``width`` covering the central
+    ``crop`` share of the FFHQ crop."""
+    off = (1.0 - crop) / 2.0
+    out = {}
+    for part, polys in template_parts().items():
+        polys = polys if isinstance(polys, list) else [polys]
+        m = np.zeros((height, width), np.uint8)
+        for poly in polys:
+            xy = (poly - off) / crop * [width, height]
+            cv2.fillPoly(m, [np.round(xy * 16).astype(np.int32)], 1, shift=4)
+        out[part] = m.astype(bool)
+    return out
+
+
+class OcclusionSegmenter:
+    """A face-occlusion (or face-parsing) ONNX model and the covered share of each face part."""
+
+    def __init__(self, path: str, name: str = "model", size: int = 224, colour: str = "RGB",
+                 in_range: Sequence[float] = (0.0, 1.0), crop: float = 1.0, output: str = "face_logit",
+                 threshold: float = 0.0, face_classes: Sequence[int] = (), output_index: int = -1,
+                 num_cpus: float = 1.0, use_gpu: bool = False, max_batch: int = 16):
+        self.name, self.size, self.colour, self.crop = name, int(size), colour, float(crop)
+        self.in_range = tuple(float(v) for v in in_range)
+        self.output, self.threshold = output, float(threshold)
+        self.face_classes = np.asarray(sorted(set(int(c) for c in face_classes)), np.int64)
+        if output == "classes" and not len(self.face_classes):
+            raise ModelError(f"occlusion model {name}: output 'classes' needs fiqa.occlusion.face_classes (the "
+                             f"class indices that are visible face)")
+        self.max_batch = max_batch
+        what = "occlusion model"
+        self.session = make_session(path, num_cpus, use_gpu, what=f"{what} {name}")
+        check_image_input(self.session, self.size, name, what)
+        inp = self.session.get_inputs()[0]
+        if inp.type not in ("tensor(float)", "tensor(float16)", "tensor(double)"):
+            raise ModelError(f"{what} {name}: its image input '{inp.name}' is {inp.type}, not a float tensor")
+        self.input_name = inp.name
+        self.input_dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+                            "tensor(double)": np.float64}[inp.type]
+        if len(self.session.get_inputs()) > 1:
+            raise ModelError(f"{what} {name}: takes {len(self.session.get_inputs())} inputs; an occlusion model "
+                             f"takes one image input")
+        outs = self.session.get_outputs()
+        if not -len(outs) <= output_index < len(outs):
+            raise ModelError(f"{what} {name}: has {len(outs)} output(s); fiqa.occlusion.output_index "
+                             f"{output_index} names none")
+        self.output_name = outs[output_index].name
+        self.fixed = fixed_batch(self.session)
+
+    def _to_model(self, crops: np.ndarray) -> np.ndarray:
+        s, out = self.size, []
+        for c in crops:
+            h = c.shape[0]
+            if self.crop < 1.0:
+                k = max(1, int(round(h * self.crop)))
+                o = (h - k) // 2
+                c = c[o:o + k, o:o + k]
+            if c.shape[0] != s or c.shape[1] != s:
+                c = cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA if c.shape[0] > s else cv2.INTER_LINEAR)
+            out.append(c)
+        x = np.stack(out).astype(np.float32)
+        if self.colour == "BGR":
+            x = x[..., ::-1]
+        lo, hi = self.in_range
+        t = x.transpose(0, 3, 1, 2) * np.float32((hi - lo) / 255.0) + np.float32(lo)
+        return np.ascontiguousarray(t, dtype=self.input_dtype)
+
+    def _visible(self, y: np.ndarray) -> np.ndarray:
+        """Model output -> (N, H, W) bool, True where the pixel is visible face."""
+        y = np.asarray(y)
+        if self.output == "classes":
+            if y.ndim != 4 or y.shape[1] < 2:
+                raise ModelError(f"occlusion model {self.name}: returned shape {'x'.join(map(str, y.shape))}; "
+                                 f"output 'classes' needs (N, C, H, W) class scores")
+            return np.isin(y.argmax(1), self.face_classes)
+        if y.ndim == 4 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 3:
+            raise ModelError(f"occlusion model {self.name}: returned shape {'x'.join(map(str, y.shape))}; output "
+                             f"'face_logit' needs (N, 1, H, W) or (N, H, W)")
+        return y >= self.threshold
+
+    def visible(self, crops: np.ndarray) -> np.ndarray:
+        """(N, H, W) bool at the model's output size: visible face over the fed part of each crop."""
+        t = self._to_model(np.asarray(crops))
+        outs = []
+        for i, j in chunks(len(t), self.fixed, self.max_batch):
+            y = self.session.run([self.output_name], {self.input_name: pad_to(t[i:j], self.fixed)})[0]
+            outs.append(self._visible(y[: j - i]))
+        return np.concatenate(outs)
+
+    def score(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 3): the covered share of the face, the eyes and the mouth."""
+        if len(crops) == 0:
+            return np.zeros((0, len(PARTS)))
+        vis = self.visible(crops)
+        masks = part_masks(vis.shape[1], vis.shape[2], self.crop)
+        return np.stack([[1.0 - v[masks[p]].mean() if masks[p].any() else np.nan for p in PARTS] for v in vis])
+
+
+@register("fiqa", "occlusion", models=lambda cfg: [CATALOGUE["face-occlusion"], named(cfg.fiqa.occlusion.model, "fiqa")],
+          check=side_by_side_check("occlusion"), needs=(("onnxruntime", "prod"),),
+          traits={"input": "face_crop_target"})
+class OcclusionBackend:
+    """face occlusion: the share of the face, eyes and mouth a segmentation model says is covered"""
+
+    def __init__(self, cfg):
+        from ..modelstore import resolve
+
+        s, r = cfg.fiqa.occlusion, cfg.fiqa.resources
+        path = resolve(s.model, s.sha256, cfg.input.storage_options)
+        self.model = OcclusionSegmenter(path, s.model, s.size, s.colour, s.range, s.crop, s.output, s.threshold,
+                                        s.face_classes, s.output_index, r.num_cpus, r.num_gpus > 0)
+
+    def score(self, crops: np.ndarray) -> np.ndarray:
+        out = np.full((len(crops), len(FIQA_KEYS)), np.nan, np.float32)
+        if len(crops):
+            shares = self.model.score(crops)
+            for k, part in enumerate(PARTS):
+                out[:, FIQA_KEYS.index(KEYS[part])] = shares[:, k]
+        return out
