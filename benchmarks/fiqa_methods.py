@@ -6,6 +6,8 @@ with models of the real ones' size (random weights: honest for timing, not for s
 - SDD-FIQA's regression network (IR-50 body + its Flatten/PReLU/Linear(25088, 1) head);
 - restoration consistency with a UNet-ish 512 px restorer (50.7 GMACs), and its similarity
   measure (GMSD, SSIM) alone;
+- face occlusion (``fiqa.occlusion``) with a UNet-ish 224 px segmenter (its class-score output),
+  and faceqc's own part alone (resizing the 512 px crop, counting the parts) with a one-op model;
 - for reference, one plain pass of the same ArcFace (what ``fiqa.backend: onnx`` with
   ``arcface-embedding-norm`` costs).
 
@@ -16,6 +18,7 @@ demo pictures, aligned by the detect stage.
 
     python -m benchmarks.fiqa_methods [--threads 1] [--faces 8] [--passes 100] [--repeat 3]
     python -m benchmarks.fiqa_methods --recogniser w600k_r50.onnx --restorer GFPGANv1.4.onnx   # your models
+    python -m benchmarks.fiqa_methods --occluder face_occlusion_segmentation_ort.onnx          # (224 px, logits)
     python -m benchmarks.fiqa_methods --oracle    # the restoration calibration table (see README)
 
 ``--oracle`` prints, for the validity test's degradation families, the median similarity between
@@ -68,11 +71,27 @@ def _time(fn, repeat: int) -> tuple:
     return wall, cpu
 
 
+def _one_op_segmenter(path: str, size: int = 224) -> str:
+    """A face-logit 'segmenter' of one operator (R - B): times faceqc's own part of fiqa.occlusion."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Split", ["input"], ["r", "g", "b"], axis=1, num_outputs=3),
+                           helper.make_node("Sub", ["r", "b"], ["out"])], "one-op",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 1, size, size])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return path
+
+
 def bench(threads: int, n: int, passes: int, repeat: int, recogniser: str = "", sdd_model: str = "",
-          restorer: str = "", size: int = 512) -> None:
+          restorer: str = "", size: int = 512, occluder: str = "") -> None:
     from threadpoolctl import threadpool_limits
 
     from pipeline.backends.fiqa_onnx import OnnxFIQA
+    from pipeline.backends.occlusion import OcclusionSegmenter
     from pipeline.backends.restoration import Restorer, gmsd, ssim
     from pipeline.backends.serfiq import SerFIQ
     from pipeline.models import CATALOGUE
@@ -105,6 +124,16 @@ def bench(threads: int, n: int, passes: int, repeat: int, recogniser: str = "", 
         rows.append((f"restoration: {what}", _time(lambda: r.restore(targets), repeat)))
         rows.append((f"restoration: GMSD at {size} px", _time(lambda: [gmsd(a, b) for a, b in zip(x, y)], repeat)))
         rows.append((f"restoration: SSIM at {size} px", _time(lambda: [ssim(a, b) for a, b in zip(x, y)], repeat)))
+        if occluder:
+            seg = OcclusionSegmenter(occluder, "occluder", num_cpus=threads)
+            what = os.path.basename(occluder)
+        else:
+            seg = OcclusionSegmenter(synthetic.unet_restorer_like(os.path.join(tmp, "unet224.onnx"), 224),
+                                     "unet224", output="classes", face_classes=[1], num_cpus=threads)
+            what = "UNet-ish 224 px segmenter"
+        rows.append((f"occlusion: {what}", _time(lambda: seg.score(targets), repeat)))
+        own = OcclusionSegmenter(_one_op_segmenter(os.path.join(tmp, "one_op.onnx")), "one-op", num_cpus=threads)
+        rows.append(("occlusion: faceqc's part (one-op model)", _time(lambda: own.score(targets), repeat)))
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{n} faces, {threads} thread(s), best of {repeat}; {os.cpu_count()} CPUs on this machine")
     print(f"{'method':52s} {'wall ms/face':>12s} {'CPU ms/face':>12s} {'faces/s':>8s}")
@@ -156,11 +185,12 @@ def main(argv=None) -> None:
     p.add_argument("--sdd", default="", help="time this SDD-FIQA .onnx instead")
     p.add_argument("--restorer", default="", help="time this face-restoration .onnx (RGB, [-1, 1]) instead")
     p.add_argument("--size", type=int, default=512, help="the restorer's input side")
+    p.add_argument("--occluder", default="", help="time this face-occlusion .onnx (224 px, RGB, [0, 1], logits) instead")
     a = p.parse_args(argv)
     if a.oracle:
         oracle()
     else:
-        bench(a.threads, a.faces, a.passes, a.repeat, a.recogniser, a.sdd, a.restorer, a.size)
+        bench(a.threads, a.faces, a.passes, a.repeat, a.recogniser, a.sdd, a.restorer, a.size, a.occluder)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional, Tuple, Union
+from typing import Annotated, Any, Dict, Literal, Optional, Tuple, Union
 
 from pydantic import (
     BaseModel,
@@ -241,7 +241,7 @@ class OcclusionConfig(_Section):
     # threshold 0); classes: (N, C, H, W), visible face where the best class is in face_classes
     output: Literal["face_logit", "classes"] = "face_logit"
     threshold: float = 0.0
-    face_classes: Tuple[int, ...] = ()
+    face_classes: Tuple[Annotated[int, Field(ge=0)], ...] = ()
     output_index: int = -1  # which output to read (OFIQ reads the last)
 
     @field_validator("range")
@@ -250,6 +250,12 @@ class OcclusionConfig(_Section):
         if len(v) != 2 or v[0] == v[1]:
             raise ValueError("must be a pair of two different numbers")
         return v
+
+    @model_validator(mode="after")
+    def _classes_named(self):
+        if self.output == "classes" and not self.face_classes:
+            raise ValueError("output 'classes' needs face_classes: the class indices that are visible face")
+        return self
 
 
 class FIQAConfig(_Section):

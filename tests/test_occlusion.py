@@ -23,14 +23,16 @@ from pipeline.executor import LocalExecutor
 from pipeline.fusion import face_raw
 from pipeline.schema import COMPONENTS, FACE_IQA_KEYS, FIQA_KEYS
 from pipeline.tools import samples
+from pipeline.tools.explain import explain_text
+from pipeline.tools.report import build_report
 
 FRONTAL = ("t1-face0", "t1-face2", "t1-face3", "t1-face5", "astronaut")
 
 
-def save(nodes, path, out_shape, inits=(), size=224, outputs=None) -> str:
-    outs = outputs or [helper.make_tensor_value_info("out", TensorProto.FLOAT, out_shape)]
-    g = helper.make_graph(nodes, "occ", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
-                          outs, initializer=list(inits))
+def save(nodes, path, out_shape, inits=(), size=224, batch="N", dtype=TensorProto.FLOAT) -> str:
+    g = helper.make_graph(nodes, "occ", [helper.make_tensor_value_info("input", dtype, [batch, 3, size, size])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, out_shape)],
+                          initializer=list(inits))
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -38,17 +40,29 @@ def save(nodes, path, out_shape, inits=(), size=224, outputs=None) -> str:
     return str(path)
 
 
-def _split():
-    return helper.make_node("Split", ["input"], ["r", "g", "b"], axis=1, num_outputs=3)
+def _split(src="input"):
+    return helper.make_node("Split", [src], ["r", "g", "b"], axis=1, num_outputs=3)
 
 
-def green_occluder(path, size=224) -> str:
+def green_occluder(path, size=224, batch="N", half=False, pool=False, poison=False) -> str:
     """OFIQ's output form, a face logit per pixel: 0.25 - (G - max(R, B)) on inputs in [0, 1], so
-    green (an occluder here) is below 0 and skin, hair, eyes and lips are above."""
-    c = numpy_helper.from_array(np.array(0.25, np.float32), "c")
-    nodes = [_split(), helper.make_node("Max", ["r", "b"], ["rb"]), helper.make_node("Sub", ["g", "rb"], ["d"]),
-             helper.make_node("Sub", ["c", "d"], ["out"])]
-    return save(nodes, path, ["N", 1, size, size], [c], size)
+    green (an occluder here) is below 0 and skin, hair, eyes and lips are above.  Variants: a
+    fixed ``batch``, a float16 input (``half``), an output at half the input's size (``pool``),
+    and one that overflows to NaN (``poison``)."""
+    inits = [numpy_helper.from_array(np.array(0.25, np.float32), "c")]
+    nodes = [helper.make_node("Cast", ["input"], ["x"], to=TensorProto.FLOAT)] if half else []
+    nodes += [_split("x" if half else "input"), helper.make_node("Max", ["r", "b"], ["rb"]),
+              helper.make_node("Sub", ["g", "rb"], ["d"])]
+    last = "logit" if pool or poison else "out"
+    nodes.append(helper.make_node("Sub", ["c", "d"], [last]))
+    if pool:
+        nodes.append(helper.make_node("AveragePool", [last], ["out"], kernel_shape=[2, 2], strides=[2, 2]))
+    if poison:
+        inits.append(numpy_helper.from_array(np.array(np.nan, np.float32), "nan"))
+        nodes.append(helper.make_node("Add", [last, "nan"], ["out"]))
+    side = size // 2 if pool else size
+    return save(nodes, path, [batch, 1, side, side], inits, size, batch,
+                TensorProto.FLOAT16 if half else TensorProto.FLOAT)
 
 
 def red_minus_blue(path, size=32) -> str:
@@ -73,7 +87,7 @@ def green(tmp_path_factory):
 def test_parts_are_where_ffhq_alignment_puts_them():
     """The template's eyes sit on the eye line of FFHQ's crop, mirror images of each other; the
     mouth below them on the midline; all three inside the face; a crop of the central half shows
-    the eyes twice as large (four times the area)."""
+    the eyes twice as large (four times the area) and cuts the mouth and the chin off."""
     t = template_parts()
     left, right = (e.mean(0) for e in t["eyes"])
     assert left[1] == pytest.approx(right[1]) and left[0] + right[0] == pytest.approx(1.0)
@@ -84,6 +98,7 @@ def test_parts_are_where_ffhq_alignment_puts_them():
     for part in ("eyes", "mouth"):
         assert whole[part].any() and not (whole[part] & ~whole["face"]).any()
     assert half["eyes"].sum() / whole["eyes"].sum() == pytest.approx(4.0, rel=0.1)
+    assert half["mouth"] is None and half["face"] is None  # cut by the crop's edge: not judged
     for m in whole.values():  # mirror images, up to where pixel centres fall
         assert (m ^ m[:, ::-1]).sum() <= 0.1 * m.sum()
 
@@ -107,19 +122,60 @@ def test_channel_order_range_threshold_and_classes(tmp_path):
     parser = OcclusionSegmenter(three_class_parser(tmp_path / "parser.onnx"), size=32, output="classes",
                                 face_classes=[1])
     share = parser.score(crop)[0]
-    covered = ~parser.visible(crop)[0]
+    covered = ~parser.visible(crop)[0][0]  # (masks, finite): the first crop's mask
     masks = part_masks(32, 32, 1.0)
     assert covered[:20].all() and not covered[20:].any()
     assert share == pytest.approx([covered[masks[p]].mean() for p in ("face", "eyes", "mouth")])
     assert share[1] == 1.0 and share[2] == 0.0 and 0 < share[0] < 1
 
 
+def _painted_crops(n=3, side=512):
+    """Skin-coloured FFHQ-sized crops, green over the template's eye band in the first and over
+    its mouth in the second, untouched in the third."""
+    crops = np.zeros((n, side, side, 3), np.uint8)
+    crops[:] = (200, 150, 120)
+    eyes = np.vstack(template_parts()["eyes"])
+    mouth = template_parts()["mouth"][0]
+    for k, poly in ((0, eyes), (1, mouth)):
+        (x0, y0), (x1, y1) = poly.min(0) * side - 4, poly.max(0) * side + 4
+        crops[k, int(y0):int(y1) + 1, int(x0):int(x1) + 1] = (0, 255, 0)
+    return crops
+
+
+def test_fixed_batch_float16_smaller_output_and_crop_agree(tmp_path):
+    """A fixed batch size (the last chunk padded), a float16 input, an output at half the input's
+    size: the same shares as the plain model.  A crop of the central 0.69 (OFIQ's share of its
+    own alignment) cuts the chin: the face is not judged (NaN), the eyes and mouth are."""
+    crops = _painted_crops()
+    plain = OcclusionSegmenter(green_occluder(tmp_path / "g.onnx")).score(crops)
+    assert plain[0, 1] == 1.0 and plain[0, 2] == 0.0 and plain[1, 2] == 1.0 and plain[1, 1] == 0.0
+    assert 0 < plain[0, 0] < 0.5 and 0 < plain[1, 0] < 0.5 and (plain[2] == 0).all()
+    for kw in ({"batch": 2}, {"half": True}, {"pool": True}):
+        got = OcclusionSegmenter(green_occluder(tmp_path / "v.onnx", **kw)).score(crops)
+        assert got == pytest.approx(plain, abs=0.03), kw
+    cropped = OcclusionSegmenter(green_occluder(tmp_path / "g.onnx"), crop=0.69).score(crops)
+    assert np.isnan(cropped[:, 0]).all()
+    assert cropped[:, 1:] == pytest.approx(plain[:, 1:], abs=0.03)
+
+
+def test_a_model_that_overflows_judges_nothing(tmp_path):
+    """NaN output is not 'everything covered': the shares are NaN, so the component is null."""
+    got = OcclusionSegmenter(green_occluder(tmp_path / "nan.onnx", poison=True)).score(_painted_crops())
+    assert np.isnan(got).all()
+
+
 def test_bad_models_and_settings_are_named(tmp_path):
     path = red_minus_blue(tmp_path / "rb32.onnx", size=32)
-    with pytest.raises(ModelError, match=r"occlusion model rb32: its input 'input' has shape \?x3x32x32.*\(N, 3, 224, 224\)"):
+    with pytest.raises(ModelError, match=r"occlusion model rb32: its input 'input' has shape \?x3x32x32.*"
+                                         r"\(N, 3, 224, 224\) images; set fiqa.occlusion.size"):
         OcclusionSegmenter(path, name="rb32")
     with pytest.raises(ModelError, match=r"occlusion model p: output 'classes' needs fiqa.occlusion.face_classes"):
         OcclusionSegmenter(path, name="p", size=32, output="classes")
+    three = OcclusionSegmenter(three_class_parser(tmp_path / "p3c.onnx"), name="p3c", size=32, output="classes",
+                               face_classes=[1, 3])
+    with pytest.raises(ModelError, match=r"occlusion model p3c: returns 3 classes, but fiqa.occlusion.face_classes "
+                                         r"names class 3"):
+        three.score(np.zeros((1, 32, 32, 3), np.uint8))
     with pytest.raises(ModelError, match=r"occlusion model p: has 1 output\(s\); fiqa.occlusion.output_index 2"):
         OcclusionSegmenter(path, name="p", size=32, output_index=2)
     parser = OcclusionSegmenter(three_class_parser(tmp_path / "p3.onnx"), name="p3", size=32)  # read as a logit map
@@ -136,6 +192,8 @@ def test_bad_models_and_settings_are_named(tmp_path):
     ({"fiqa": {"occlusion": {"colour": "RGBA"}}}, ["fiqa.occlusion.colour", "'RGBA'"]),
     ({"fiqa": {"occlusion": {"range": [1, 1]}}}, ["fiqa.occlusion.range", "two different numbers"]),
     ({"fiqa": {"occlusion": {"output": "mask"}}}, ["fiqa.occlusion.output", "'face_logit' or 'classes'"]),
+    ({"fiqa": {"occlusion": {"output": "classes"}}}, ["fiqa.occlusion", "needs face_classes"]),
+    ({"fiqa": {"occlusion": {"output": "classes", "face_classes": [-1]}}}, ["fiqa.occlusion.face_classes.0"]),
     ({"fiqa": {"backend": "occlusion", "occlusion": {"model": "x.onnx"}}}, ["'occlusion' runs beside"]),
 ])
 def test_config_errors_are_one_line(overrides, words):
@@ -196,7 +254,7 @@ def test_covered_eyes_and_mouth_of_real_faces_are_found_and_judged(green):
     painted, which = [], []
     for (k, img), r in zip(faces.items(), pristine):
         f = r["faces"][r["primary_face"]]
-        assert [f["fiqa"][x] for x in ("occlusion", "occlusion_eyes", "occlusion_mouth")] == [0.0, 0.0, 0.0], k
+        assert max(f["fiqa"][x] for x in ("occlusion", "occlusion_eyes", "occlusion_mouth")) <= 0.01, k
         assert f["components"]["occlusion"] == pytest.approx(100.0)
         for j, other in enumerate(r["faces"]):  # only the primary face is segmented
             assert (other["fiqa"]["occlusion"] is not None) == (j == r["primary_face"])
@@ -205,7 +263,8 @@ def test_covered_eyes_and_mouth_of_real_faces_are_found_and_judged(green):
             painted.append(_paint(img, lm, part))
             which.append((k, part))
     judged = {"eyes": 0, "mouth": 0}
-    for (k, part), r in zip(which, ex.score_images(painted).to_pylist()):
+    table = ex.score_images(painted)
+    for (k, part), r in zip(which, table.to_pylist()):
         if r["primary_face"] is None:  # eyes painted over can hide the face from the detector
             continue
         f = r["faces"][r["primary_face"]]["fiqa"]
@@ -213,5 +272,9 @@ def test_covered_eyes_and_mouth_of_real_faces_are_found_and_judged(green):
         assert f[f"occlusion_{part}"] >= 0.85 and f[f"occlusion_{other}"] <= 0.05, (k, part, f)
         assert 0.1 <= f["occlusion"] <= 0.45, (k, part, f)
         assert r["faces"][r["primary_face"]]["components"]["occlusion"] < 10 and "occluded" in r["reasons"]
+        assert "      occlusion " in explain_text(r, cfg)
         judged[part] += 1
     assert judged["mouth"] == len(faces) and judged["eyes"] >= 3
+    page, _ = build_report(table, None, cfg)  # the report's histogram of the component
+    svg = page[page.index('aria-label="occlusion"'):]
+    assert f"{sum(judged.values())} measured" in svg[:svg.index("</svg>")]

@@ -50,16 +50,17 @@ def check_input(contract: dict, name: str, what: str = "FIQA model") -> dict:
     return contract
 
 
-def check_image_input(session, size: int, name: str, what: str = "FIQA model") -> None:
-    """The model's first input takes (N, 3, size, size) images: a clear error naming the model
-    otherwise (a dynamic dimension accepts anything)."""
+def check_image_input(session, size: int, name: str, what: str = "FIQA model",
+                      setting: str = "the contract's size") -> None:
+    """The model's first input takes (N, 3, size, size) images: a clear error naming the model and
+    the ``setting`` that holds the size otherwise (a dynamic dimension accepts anything)."""
     shape = session.get_inputs()[0].shape
     fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
     want = [None, 3, size, size]
     if len(shape) != 4 or any(f is not None and f != w for f, w in zip(fixed[1:], want[1:])):
         got = "x".join(str(d) if isinstance(d, int) else "?" for d in shape)
         raise ModelError(f"{what} {name}: its input '{session.get_inputs()[0].name}' has shape {got}, but "
-                         f"its contract needs (N, 3, {size}, {size}) images; set the contract's size (or use "
+                         f"its contract needs (N, 3, {size}, {size}) images; set {setting} (or use "
                          f"the model it was made for)")
 
 

@@ -73,19 +73,25 @@ def template_parts() -> dict:
             "mouth": [_grown(q[pose3d.LIPS_OUTER], MOUTH_GROWTH)]}
 
 
+# a part less in view than this (``crop`` < 1 cuts the crop's edges: the chin first) is not judged
+MIN_IN_VIEW = 0.95
+
+
 @functools.lru_cache(maxsize=8)
 def part_masks(height: int, width: int, crop: float) -> dict:
     """Boolean masks of the parts on a model output of ``height`` x ``width`` covering the central
-    ``crop`` share of the FFHQ crop."""
-    off = (1.0 - crop) / 2.0
+    ``crop`` share of the FFHQ crop; None for a part less than :data:`MIN_IN_VIEW` inside it.  Each
+    part is drawn on the whole crop at the output's scale, then the output's window is cut out."""
+    fh, fw = int(round(height / crop)), int(round(width / crop))
+    oy, ox = (fh - height) // 2, (fw - width) // 2
     out = {}
     for part, polys in template_parts().items():
         polys = polys if isinstance(polys, list) else [polys]
-        m = np.zeros((height, width), np.uint8)
+        m = np.zeros((fh, fw), np.uint8)
         for poly in polys:
-            xy = (poly - off) / crop * [width, height]
-            cv2.fillPoly(m, [np.round(xy * 16).astype(np.int32)], 1, shift=4)
-        out[part] = m.astype(bool)
+            cv2.fillPoly(m, [np.round(poly * [fw, fh] * 16).astype(np.int32)], 1, shift=4)
+        window = m[oy:oy + height, ox:ox + width].astype(bool)
+        out[part] = window if window.sum() >= MIN_IN_VIEW * max(int(m.sum()), 1) else None
     return out
 
 
@@ -100,13 +106,13 @@ class OcclusionSegmenter:
         self.in_range = tuple(float(v) for v in in_range)
         self.output, self.threshold = output, float(threshold)
         self.face_classes = np.asarray(sorted(set(int(c) for c in face_classes)), np.int64)
-        if output == "classes" and not len(self.face_classes):
+        if output == "classes" and (not len(self.face_classes) or self.face_classes.min() < 0):
             raise ModelError(f"occlusion model {name}: output 'classes' needs fiqa.occlusion.face_classes (the "
-                             f"class indices that are visible face)")
+                             f"class indices, from 0, that are visible face)")
         self.max_batch = max_batch
         what = "occlusion model"
         self.session = make_session(path, num_cpus, use_gpu, what=f"{what} {name}")
-        check_image_input(self.session, self.size, name, what)
+        check_image_input(self.session, self.size, name, what, setting="fiqa.occlusion.size")
         inp = self.session.get_inputs()[0]
         if inp.type not in ("tensor(float)", "tensor(float16)", "tensor(double)"):
             raise ModelError(f"{what} {name}: its image input '{inp.name}' is {inp.type}, not a float tensor")
@@ -141,37 +147,48 @@ class OcclusionSegmenter:
         t = x.transpose(0, 3, 1, 2) * np.float32((hi - lo) / 255.0) + np.float32(lo)
         return np.ascontiguousarray(t, dtype=self.input_dtype)
 
-    def _visible(self, y: np.ndarray) -> np.ndarray:
-        """Model output -> (N, H, W) bool, True where the pixel is visible face."""
+    def _visible(self, y: np.ndarray) -> tuple:
+        """Model output -> ((N, H, W) bool, True where the pixel is visible face; (N,) bool, True
+        where the crop's output is finite: a model that overflows judges nothing)."""
         y = np.asarray(y)
         if self.output == "classes":
             if y.ndim != 4 or y.shape[1] < 2:
                 raise ModelError(f"occlusion model {self.name}: returned shape {'x'.join(map(str, y.shape))}; "
                                  f"output 'classes' needs (N, C, H, W) class scores")
-            return np.isin(y.argmax(1), self.face_classes)
+            if self.face_classes.max() >= y.shape[1]:
+                raise ModelError(f"occlusion model {self.name}: returns {y.shape[1]} classes, but "
+                                 f"fiqa.occlusion.face_classes names class {self.face_classes.max()}")
+            finite = np.isfinite(y).all(axis=(1, 2, 3))
+            return np.isin(y.argmax(1), self.face_classes), finite
         if y.ndim == 4 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 3:
             raise ModelError(f"occlusion model {self.name}: returned shape {'x'.join(map(str, y.shape))}; output "
                              f"'face_logit' needs (N, 1, H, W) or (N, H, W)")
-        return y >= self.threshold
+        return y >= self.threshold, np.isfinite(y).all(axis=(1, 2))
 
-    def visible(self, crops: np.ndarray) -> np.ndarray:
-        """(N, H, W) bool at the model's output size: visible face over the fed part of each crop."""
+    def visible(self, crops: np.ndarray) -> tuple:
+        """((N, H, W) bool at the model's output size: visible face over the fed part of each crop;
+        (N,) bool: the model's output for the crop is finite)."""
         t = self._to_model(np.asarray(crops))
-        outs = []
+        vis, finite = [], []
         for i, j in chunks(len(t), self.fixed, self.max_batch):
             y = self.session.run([self.output_name], {self.input_name: pad_to(t[i:j], self.fixed)})[0]
-            outs.append(self._visible(y[: j - i]))
-        return np.concatenate(outs)
+            v, f = self._visible(y[: j - i])
+            vis.append(v)
+            finite.append(f)
+        return np.concatenate(vis), np.concatenate(finite)
 
     def score(self, crops: np.ndarray) -> np.ndarray:
-        """(N, 3): the covered share of the face, the eyes and the mouth."""
+        """(N, 3): the covered share of the face, the eyes and the mouth; NaN for a part not in
+        the fed crop, and for every part of a crop whose output is not finite."""
         if len(crops) == 0:
             return np.zeros((0, len(PARTS)))
-        vis = self.visible(crops)
+        vis, finite = self.visible(crops)
         masks = part_masks(vis.shape[1], vis.shape[2], self.crop)
-        return np.stack([[1.0 - v[masks[p]].mean() if masks[p].any() else np.nan for p in PARTS] for v in vis])
+        out = np.array([[np.nan if masks[p] is None else 1.0 - v[masks[p]].mean() for p in PARTS] for v in vis])
+        out[~finite] = np.nan
+        return out
 
 
 @register("fiqa", "occlusion", models=lambda cfg: [CATALOGUE["face-occlusion"], named(cfg.fiqa.occlusion.model, "fiqa")],

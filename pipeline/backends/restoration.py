@@ -111,7 +111,7 @@ class Restorer:
         self.max_batch = max_batch
         self.session = make_session(path, num_cpus, use_gpu, what=f"restoration model {name}")
         what = "restoration model"
-        check_image_input(self.session, self.size, name, what)
+        check_image_input(self.session, self.size, name, what, setting="fiqa.restoration.size")
         inputs = self.session.get_inputs()
         self.input_name = inputs[0].name
         self.input_dtype = _DTYPES.get(inputs[0].type)
