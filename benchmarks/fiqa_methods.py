@@ -41,7 +41,7 @@ import numpy as np
 def _faces(n: int):
     from pipeline.config import load_config
     from pipeline.stages.base import primary_index
-    from pipeline.stages.detect import DetectStage
+    from pipeline.stages.detect import DetectStage, target_crop
     from pipeline.tools.samples import demo_faces
 
     st = DetectStage(load_config())
@@ -52,9 +52,7 @@ def _faces(n: int):
         if len(f["face_bbox"]):
             p = primary_index(f["face_bbox"], f["face_det_score"])
             c112.append(f["face_crop112"][p])
-            from pipeline.stages.detect import target_crop
-
-            c512.append(target_crop(img, f["face_landmarks"][p], 512)[0])
+            c512.append(target_crop(img, f["face_landmarks"][p], 512)["face_crop_target"])
     reps = -(-n // len(c112))
     return np.stack((c112 * reps)[:n]), np.stack((c512 * reps)[:n])
 
