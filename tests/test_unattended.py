@@ -402,8 +402,9 @@ def test_listing_streams_a_million_objects():
 def test_rows_of_an_earlier_schema_fit_the_current_one_and_refuse():
     """A view or kept rows written before a schema added raw measures and components (schema 2
     had no iqa.lip_line, no components.mouth_visible; schema 3 no iqa.vignetting, no
-    components.vignetting; schema 4 no fiqa.occlusion*, no components.occlusion) are carried into the current schema with the new fields null, and
-    re-fusing them scores what they measured and leaves the rest unjudged."""
+    components.vignetting; schema 4 no fiqa.occlusion*, no components.occlusion) are carried into
+    the current schema with the new fields null, and re-fusing them scores what they measured and
+    leaves the rest unjudged."""
     from pipeline.executor import LocalExecutor
     from pipeline.fusion import refuse_table
     from pipeline.tools import samples

@@ -10,8 +10,8 @@ FFHQ-aligned crop (``face_crop_target``, at ``detect.target_size``).
 
 Model contract (``fiqa.occlusion``): one image input ``(N, 3, size, size)``, channels in
 ``colour`` order, pixel 0 → ``range[0]`` and 255 → ``range[1]`` (linear), fed the central
-``crop`` share of the FFHQ crop (1.0: all of it; OFIQ feeds the central 424 px of its 616 px
-alignment, about 0.69 of a wider frame than FFHQ's).  The output named by ``output_index``
+``crop`` share of the FFHQ crop (1.0: all of it; OFIQ feeds its network the central 424 px of
+its own 616 px alignment).  The output named by ``output_index``
 (default: the last, as OFIQ reads it) is either
 
 - ``face_logit``: ``(N, 1, H, W)`` or ``(N, H, W)``, a pixel is visible face where the value is
@@ -24,10 +24,13 @@ mean 68-point face (:data:`pipeline.pose3d.MODEL_68`, frontal) aligned the way t
 gives, in crop coordinates, the face (the jaw line closed by the brows: OFIQ's landmarked region
 without the forehead, so a fringe or a hat is not an occlusion), each eye (its outline grown 1.5x
 across and 3x up and down around its centre: the lids and the skin just round them) and the
-mouth (the outer lips grown 1.3x).  The alignment fixes the eyes and the mouth, so the parts stay put on real faces
-up to moderate pose.  Raw outputs (``FIQA_KEYS``): the share of each part the model does not
-call visible face — ``occlusion`` (the face), ``occlusion_eyes`` (both eyes together),
-``occlusion_mouth``; the component ``occlusion`` reads the largest of the three.
+mouth (the outer lips grown 1.3x).  The alignment fixes the eyes, the face's scale and its
+eyes-to-mouth direction, so the parts sit on a frontal face's own; the mouth's height varies with
+the face's length, and on faces turned by ~40 degrees and more the parts drift.  Raw outputs
+(``FIQA_KEYS``): the share of each part the model does not call visible face — ``occlusion``
+(the face), ``occlusion_eyes`` (both eyes together), ``occlusion_mouth`` — NaN for a part less
+than 95% inside the fed crop and for a crop whose output is not finite; the component
+``occlusion`` reads the largest of those judged.
 """
 
 from __future__ import annotations

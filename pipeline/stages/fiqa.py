@@ -11,8 +11,9 @@ network is slow on CPU, unless ``fiqa.all_faces``), or an ONNX face-quality mode
 face — and beside it every method whose model is set (``fiqa.serfiq``, ``fiqa.sdd_fiqa`` over every
 face's 112 px crop; ``fiqa.restoration`` and the occlusion segmenter ``fiqa.occlusion`` over the
 primary face's FFHQ-aligned crop, ``face_crop_target``).  Each method fills only its own keys of
-:data:`pipeline.schema.FIQA_KEYS` (NaN elsewhere) and the stage merges them.  Each method scores the whole batch in one call; if
-that call fails, it goes again row by row, so that a failure stays with its row.
+:data:`pipeline.schema.FIQA_KEYS` (NaN elsewhere) and the stage merges them.  Each method scores
+the whole batch in one call; if that call fails, it goes again row by row, so that a failure
+stays with its row.
 """
 
 from __future__ import annotations
