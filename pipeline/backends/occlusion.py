@@ -48,7 +48,7 @@ from ..models import CATALOGUE, named
 from ..registry import register
 from ..schema import FIQA_KEYS
 from .fiqa_onnx import check_image_input, side_by_side_check
-from .onnx_runtime import chunks, fixed_batch, make_session, pad_to
+from .onnx_runtime import TENSOR_DTYPES, chunks, fixed_batch, image_batch, make_session, pad_to
 
 PARTS = ("face", "eyes", "mouth")
 KEYS = {"face": "occlusion", "eyes": "occlusion_eyes", "mouth": "occlusion_mouth"}
@@ -98,6 +98,12 @@ def part_masks(height: int, width: int, crop: float) -> dict:
     return out
 
 
+def _central(crop: np.ndarray, share: float) -> np.ndarray:
+    k = max(1, int(round(crop.shape[0] * share)))
+    o = (crop.shape[0] - k) // 2
+    return crop[o:o + k, o:o + k]
+
+
 class OcclusionSegmenter:
     """A face-occlusion (or face-parsing) ONNX model and the covered share of each face part."""
 
@@ -117,11 +123,9 @@ class OcclusionSegmenter:
         self.session = make_session(path, num_cpus, use_gpu, what=f"{what} {name}")
         check_image_input(self.session, self.size, name, what, setting="fiqa.occlusion.size")
         inp = self.session.get_inputs()[0]
-        if inp.type not in ("tensor(float)", "tensor(float16)", "tensor(double)"):
+        self.input_name, self.input_dtype = inp.name, TENSOR_DTYPES.get(inp.type)
+        if self.input_dtype not in (np.float32, np.float16, np.float64):
             raise ModelError(f"{what} {name}: its image input '{inp.name}' is {inp.type}, not a float tensor")
-        self.input_name = inp.name
-        self.input_dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
-                            "tensor(double)": np.float64}[inp.type]
         if len(self.session.get_inputs()) > 1:
             raise ModelError(f"{what} {name}: takes {len(self.session.get_inputs())} inputs; an occlusion model "
                              f"takes one image input")
@@ -133,22 +137,10 @@ class OcclusionSegmenter:
         self.fixed = fixed_batch(self.session)
 
     def _to_model(self, crops: np.ndarray) -> np.ndarray:
-        s, out = self.size, []
-        for c in crops:
-            h = c.shape[0]
-            if self.crop < 1.0:
-                k = max(1, int(round(h * self.crop)))
-                o = (h - k) // 2
-                c = c[o:o + k, o:o + k]
-            if c.shape[0] != s or c.shape[1] != s:
-                c = cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA if c.shape[0] > s else cv2.INTER_LINEAR)
-            out.append(c)
-        x = np.stack(out).astype(np.float32)
-        if self.colour == "BGR":
-            x = x[..., ::-1]
-        lo, hi = self.in_range
-        t = x.transpose(0, 3, 1, 2) * np.float32((hi - lo) / 255.0) + np.float32(lo)
-        return np.ascontiguousarray(t, dtype=self.input_dtype)
+        """uint8 RGB crops -> the model input: the central ``crop`` share of each, at the model's size."""
+        if self.crop < 1.0:
+            crops = [_central(c, self.crop) for c in crops]
+        return image_batch(crops, self.size, self.colour, self.in_range, self.input_dtype)[1]
 
     def _visible(self, y: np.ndarray) -> tuple:
         """Model output -> ((N, H, W) bool, True where the pixel is visible face; (N,) bool, True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from ..errors import ModelError, require
@@ -76,3 +77,22 @@ def run_batched(session, x: np.ndarray, max_batch: int = 64) -> list:
     outs = [[np.asarray(r)[: j - i] for r in session.run(None, {name: pad_to(x[i:j], fb)})]
             for i, j in chunks(len(x), fb, max_batch)]
     return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+
+
+# numpy types of ONNX tensor element types (model inputs fed by faceqc)
+TENSOR_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+                 "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+
+
+def image_batch(crops, size: int, colour: str = "RGB", in_range=(0.0, 1.0), dtype=np.float32) -> tuple:
+    """uint8 RGB crops -> (the crops at ``size`` x ``size`` as float RGB 0..255 (N, size, size, 3),
+    the model input (N, 3, size, size) in ``colour`` order with pixel 0 at ``in_range[0]`` and 255
+    at ``in_range[1]``, as ``dtype``).  Larger crops are area-averaged down, smaller ones cubic."""
+    s = int(size)
+    x = np.stack([c if c.shape[0] == s and c.shape[1] == s else
+                  cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA if c.shape[0] > s else cv2.INTER_CUBIC)
+                  for c in crops]).astype(np.float32)
+    t = x[..., ::-1] if colour == "BGR" else x
+    lo, hi = (float(v) for v in in_range)
+    t = t.transpose(0, 3, 1, 2) * np.float32((hi - lo) / 255.0) + np.float32(lo)
+    return x, np.ascontiguousarray(t, dtype=dtype)

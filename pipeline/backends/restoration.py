@@ -46,12 +46,10 @@ from ..models import CATALOGUE, named
 from ..registry import register
 from ..schema import FIQA_KEYS
 from .fiqa_onnx import check_image_input, side_by_side_check
-from .onnx_runtime import chunks, fixed_batch, make_session, pad_to
+from .onnx_runtime import TENSOR_DTYPES, chunks, fixed_batch, image_batch, make_session, pad_to
 
 # [metric value scored 0, metric value scored 100]
 DEFAULT_SCORE_RANGE = {"gmsd": (0.2, 0.0), "ssim": (0.8, 1.0)}
-_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
@@ -114,7 +112,7 @@ class Restorer:
         check_image_input(self.session, self.size, name, what, setting="fiqa.restoration.size")
         inputs = self.session.get_inputs()
         self.input_name = inputs[0].name
-        self.input_dtype = _DTYPES.get(inputs[0].type)
+        self.input_dtype = TENSOR_DTYPES.get(inputs[0].type)
         if self.input_dtype not in (np.float32, np.float16, np.float64):
             raise ModelError(f"{what} {name}: its image input '{inputs[0].name}' is {inputs[0].type}, not a float tensor")
         extra = dict(extra_inputs or {})
@@ -129,7 +127,7 @@ class Restorer:
                 raise ModelError(f"{what} {name}: its input '{i.name}' ({i.type}) needs a value: set "
                                  f"fiqa.restoration.extra_inputs: {{{i.name}: <number>}}")
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
-            self.constants[i.name] = np.full(shape, extra[i.name], _DTYPES.get(i.type, np.float32))
+            self.constants[i.name] = np.full(shape, extra[i.name], TENSOR_DTYPES.get(i.type, np.float32))
         out = self.session.get_outputs()[0]
         self.output_name = out.name
         oshape = out.shape
@@ -141,14 +139,7 @@ class Restorer:
 
     def _to_model(self, crops: np.ndarray) -> tuple:
         """uint8 RGB crops -> (the crops at the model's size as float RGB 0..255, the model input)."""
-        s = self.size
-        x = np.stack([c if c.shape[0] == s and c.shape[1] == s else
-                      cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA if c.shape[0] > s else cv2.INTER_CUBIC)
-                      for c in crops]).astype(np.float32)
-        t = x[..., ::-1] if self.colour == "BGR" else x
-        lo, hi = self.in_range
-        t = t.transpose(0, 3, 1, 2) * np.float32((hi - lo) / 255.0) + np.float32(lo)
-        return x, np.ascontiguousarray(t, dtype=self.input_dtype)
+        return image_batch(crops, self.size, self.colour, self.in_range, self.input_dtype)
 
     def _from_model(self, y: np.ndarray) -> np.ndarray:
         """Model output (N, 3, H, W) -> float RGB 0..255 (N, size, size, 3)."""
