@@ -510,6 +510,14 @@ CONFIG_ERRORS = [
     ({"fiqa": {"backend": "serfiq"}}, ["fiqa.backend", "'serfiq' runs beside", "fiqa.serfiq.model"]),
     ({"fiqa": {"backend": "restoration", "restoration": {"model": "x.onnx"}}}, ["'restoration' runs beside"]),
     ({"fuse": {"curves": {"serfiq": {"start": 0.8}}}}, ["fuse.curves.serfiq", "full must be below start"]),
+    # face occlusion (tests/test_occlusion.py)
+    ({"fiqa": {"occlusion": {"crop": 0}}}, ["fiqa.occlusion.crop", "greater than 0.1"]),
+    ({"fiqa": {"occlusion": {"colour": "RGBA"}}}, ["fiqa.occlusion.colour", "'RGBA'"]),
+    ({"fiqa": {"occlusion": {"range": [1, 1]}}}, ["fiqa.occlusion.range", "two different numbers"]),
+    ({"fiqa": {"occlusion": {"output": "mask"}}}, ["fiqa.occlusion.output", "'face_logit' or 'classes'"]),
+    ({"fiqa": {"occlusion": {"output": "classes"}}}, ["fiqa.occlusion", "needs face_classes"]),
+    ({"fiqa": {"occlusion": {"output": "classes", "face_classes": [-1]}}}, ["fiqa.occlusion.face_classes.0"]),
+    ({"fiqa": {"backend": "occlusion", "occlusion": {"model": "x.onnx"}}}, ["'occlusion' runs beside"]),
 ]
 
 

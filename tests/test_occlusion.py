@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pipeline import registry
 from pipeline.backends.occlusion import OcclusionSegmenter, part_masks, template_parts
 from pipeline.config import load_config
-from pipeline.errors import ConfigError, ModelError
+from pipeline.errors import ModelError
 from pipeline.executor import LocalExecutor
 from pipeline.fusion import face_raw
 from pipeline.schema import COMPONENTS, FACE_IQA_KEYS, FIQA_KEYS
@@ -185,24 +185,6 @@ def test_bad_models_and_settings_are_named(tmp_path):
     junk.write_bytes(b"not a model")
     with pytest.raises(ModelError, match=r"occlusion model junk: ONNX Runtime cannot load it"):
         OcclusionSegmenter(str(junk), name="junk")
-
-
-@pytest.mark.parametrize("overrides,words", [
-    ({"fiqa": {"occlusion": {"crop": 0}}}, ["fiqa.occlusion.crop", "greater than 0.1"]),
-    ({"fiqa": {"occlusion": {"colour": "RGBA"}}}, ["fiqa.occlusion.colour", "'RGBA'"]),
-    ({"fiqa": {"occlusion": {"range": [1, 1]}}}, ["fiqa.occlusion.range", "two different numbers"]),
-    ({"fiqa": {"occlusion": {"output": "mask"}}}, ["fiqa.occlusion.output", "'face_logit' or 'classes'"]),
-    ({"fiqa": {"occlusion": {"output": "classes"}}}, ["fiqa.occlusion", "needs face_classes"]),
-    ({"fiqa": {"occlusion": {"output": "classes", "face_classes": [-1]}}}, ["fiqa.occlusion.face_classes.0"]),
-    ({"fiqa": {"backend": "occlusion", "occlusion": {"model": "x.onnx"}}}, ["'occlusion' runs beside"]),
-])
-def test_config_errors_are_one_line(overrides, words):
-    with pytest.raises(ConfigError) as e:
-        load_config(overrides=overrides)
-    msg = str(e.value)
-    assert "\n" not in msg
-    for w in words:
-        assert w in msg, msg
 
 
 def test_off_by_default_and_recorded_with_its_licence_when_on(green, capsys):
